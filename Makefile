@@ -1,0 +1,45 @@
+# Two commands on a fresh clone: `make demo` (the main job on synthetic data) and `make test` (the test suite).
+# Both create .venv and install torch (CPU wheel by default) before the project.
+# GPU machines: make demo TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
+
+PYTHON ?= python3.11
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PORT ?= 3000
+SOURCE ?=
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+
+.PHONY: setup demo test test-all ui run bench clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps recbole==1.2.1
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/ubp demo
+
+test: setup
+	$(BIN)/pytest -q -m "not slow"
+
+test-all: setup
+	$(BIN)/pytest -q
+
+ui: setup
+	$(BIN)/ubp ui --port $(PORT) $(if $(SOURCE),--source $(SOURCE))
+
+run: setup
+	@test -n "$(SOURCE)" || (echo "usage: make run SOURCE=/path/to/ubc_data" && exit 2)
+	$(BIN)/ubp run --source $(SOURCE)
+
+bench: setup
+	$(BIN)/python bench/bench_ingest.py
+
+clean:
+	rm -rf data dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

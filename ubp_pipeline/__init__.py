@@ -1,0 +1,1 @@
+"""Universal Behavioral Profiles and an interpretable sequential recommender, orchestrated by Dagster."""

@@ -1,0 +1,1 @@
+"""Thin Dagster wrappers, one module per stage; the work itself is in ubp_pipeline.core."""

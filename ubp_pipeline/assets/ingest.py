@@ -1,0 +1,125 @@
+"""Ingest: the product catalogue and the five raw event tables, one daily partition per event day."""
+
+from collections.abc import Callable, Iterator
+
+import dagster as dg
+
+from ubp_pipeline.core.events import EVENT_TYPES
+from ubp_pipeline.core.ingest import IngestReport, ReconciliationError, ingest_events, ingest_product_properties
+from ubp_pipeline.partitions import window_days
+from ubp_pipeline.resources import DUCKDB_POOL, EventSource, Warehouse
+
+MAX_QUARANTINE_SHARE = 0.01  # above this the quarantine check warns: the source is likely broken, not just noisy
+RECONCILES = "rows_reconcile"
+QUARANTINE_SHARE = "quarantine_share"
+
+PRODUCT_PROPERTIES_KEY = dg.AssetKey("product_properties")
+RAW_EVENT_KEYS = {event_type: dg.AssetKey(f"raw_{event_type}") for event_type in EVENT_TYPES}
+
+
+def _report_metadata(report: IngestReport) -> dict:
+    return {
+        "read_rows": report.read_rows,
+        "accepted_rows": report.accepted_rows,
+        "quarantined_rows": report.quarantined_rows,
+        "quarantined_by_reason": dg.MetadataValue.json(report.quarantined_by_reason),
+        "quarantine_share": report.quarantine_share,
+        "source_files": dg.MetadataValue.json(report.files[:50]),
+        "n_source_files": len(report.files),
+    }
+
+
+def _ingested(
+    key: dg.AssetKey, ingest: Callable[[], IngestReport], extra_metadata: dict | None = None
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Run one ingest and report it; counts that do not reconcile fail the blocking check (the write was rolled back)."""
+    try:
+        report = ingest()
+    except ReconciliationError as error:
+        yield dg.AssetCheckResult(asset_key=key, check_name=RECONCILES, passed=False, metadata=error.counts)
+        raise
+    counts = {"read_rows": report.read_rows, "accepted_rows": report.accepted_rows, "quarantined_rows": report.quarantined_rows}
+    yield dg.MaterializeResult(asset_key=key, metadata={**(extra_metadata or {}), **_report_metadata(report)})
+    yield dg.AssetCheckResult(
+        asset_key=key,
+        check_name=RECONCILES,
+        passed=report.read_rows == report.accepted_rows + report.quarantined_rows,
+        metadata=counts,
+    )
+    yield dg.AssetCheckResult(
+        asset_key=key,
+        check_name=QUARANTINE_SHARE,
+        passed=report.quarantine_share <= MAX_QUARANTINE_SHARE,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"quarantine_share": report.quarantine_share, "max_share": MAX_QUARANTINE_SHARE, **counts},
+    )
+
+
+def _check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            RECONCILES,
+            asset=key,
+            blocking=True,
+            description="Rows read from the source = rows accepted + rows quarantined; a mismatch rolls the write back.",
+        ),
+        dg.AssetCheckSpec(
+            QUARANTINE_SHARE,
+            asset=key,
+            description=f"Warns when more than {MAX_QUARANTINE_SHARE:.0%} of the rows read were refused.",
+        ),
+    ]
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+    check_specs=_check_specs(PRODUCT_PROPERTIES_KEY),
+)
+def product_properties(warehouse: Warehouse, source: EventSource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The catalogue: one row per sku with category, price bucket and name codes; bad rows are quarantined."""
+    with warehouse.connect() as con:
+        yield from _ingested(PRODUCT_PROPERTIES_KEY, lambda: ingest_product_properties(con, source.layout()))
+
+
+def raw_event_assets(daily: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """One multi-asset for the five event tables, so a range backfill is one run and one SQL pass per table."""
+
+    @dg.multi_asset(
+        name="raw_events",
+        specs=[
+            dg.AssetSpec(
+                key,
+                deps=[product_properties],
+                group_name="ingest",
+                kinds={"duckdb"},
+                skippable=True,
+                description=f"Accepted `{event_type}` events of the day (table `events`); refused rows are in `quarantine`.",
+            )
+            for event_type, key in RAW_EVENT_KEYS.items()
+        ],
+        check_specs=[spec for key in RAW_EVENT_KEYS.values() for spec in _check_specs(key)],
+        partitions_def=daily,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        can_subset=True,
+        pool=DUCKDB_POOL,
+    )
+    def raw_events(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, source: EventSource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """Replace the selected days of each selected event type with the source's rows for those days."""
+        first_day, last_day = window_days(context.partition_time_window)
+        layout = source.layout()
+        with warehouse.connect() as con:
+            for event_type, key in RAW_EVENT_KEYS.items():
+                if key not in context.selected_asset_keys:
+                    continue
+                context.log.info(f"ingesting {event_type} for {first_day}..{last_day}")
+                yield from _ingested(
+                    key,
+                    lambda: ingest_events(con, layout, event_type, first_day, last_day),
+                    {"first_day": str(first_day), "last_day": str(last_day)},
+                )
+
+    return raw_events

@@ -1,0 +1,68 @@
+"""user_sequences: one chronological event sequence per user as of the end of each day."""
+
+import dagster as dg
+
+from ubp_pipeline.assets.ingest import RAW_EVENT_KEYS, product_properties
+from ubp_pipeline.core.sequences import SequenceSpec, build_sequences
+from ubp_pipeline.partitions import partition_day
+from ubp_pipeline.resources import DUCKDB_POOL, ArtifactStore, Warehouse
+from ubp_pipeline.settings import Settings
+
+USER_SEQUENCES = "user_sequences"
+
+
+class SequencesConfig(dg.Config):
+    max_events: int = 128
+    top_skus: int = 5_000
+    top_urls: int = 5_000
+
+
+def sequence_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    # a day's sequences read the whole lookback window, so every raw day in it is upstream (lineage and staleness)
+    lookback = dg.TimeWindowPartitionMapping(
+        start_offset=-(settings.lookback_days - 1), allow_nonexistent_upstream_partitions=True
+    )
+
+    @dg.asset(
+        name=USER_SEQUENCES,
+        partitions_def=daily,
+        deps=[product_properties, *(dg.AssetDep(key, partition_mapping=lookback) for key in RAW_EVENT_KEYS.values())],
+        group_name="sequences",
+        kinds={"duckdb", "parquet"},
+        pool=DUCKDB_POOL,
+        code_version="1",
+    )
+    def user_sequences(
+        context: dg.AssetExecutionContext, config: SequencesConfig, warehouse: Warehouse, artifacts: ArtifactStore
+    ) -> dg.MaterializeResult:
+        """Each user's last `max_events` events up to the end of the day (all five types merged, time-ordered),
+        with typed fields, plus the top-K sku/url/category vocabularies of that day."""
+        spec = SequenceSpec(
+            as_of=partition_day(context.partition_key),
+            first_day=settings.first_day,
+            lookback_days=settings.lookback_days,
+            max_events=config.max_events,
+            top_skus=config.top_skus,
+            top_urls=config.top_urls,
+        )
+        out = artifacts.partition_dir(USER_SEQUENCES, context.partition_key)
+        with warehouse.connect() as con:
+            stats = build_sequences(con, spec, out)
+        context.log.info(f"{stats.users} users, {stats.events_kept} events kept of {stats.events_in_window}")
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(out)),
+                "users": stats.users,
+                "events_in_window": stats.events_in_window,
+                "events_kept": stats.events_kept,
+                "truncated_users": stats.truncated_users,
+                "length_p50": stats.length_p50,
+                "length_p90": stats.length_p90,
+                "length_max": stats.length_max,
+                "vocabulary_sizes": dg.MetadataValue.json(stats.vocabulary_sizes),
+                "vocabulary_version": stats.vocabulary_version,
+                "lookback_days": settings.lookback_days,
+            }
+        )
+
+    return [user_sequences]

@@ -1,0 +1,121 @@
+"""`ubp`: generate demo data, run the main job on the demo or a real source, open the UI."""
+
+import argparse
+import os
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from ubp_pipeline.settings import DEMO_DAYS, DEMO_FIRST_DAY, Settings
+
+DEMO_USERS = 20_000
+UI_HOST = "127.0.0.1"
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from ubp_pipeline.data.synthetic import SyntheticConfig, generate
+
+    summary = generate(SyntheticConfig(users=args.users, days=args.days, seed=args.seed, start=args.start), args.out)
+    print(f"wrote {sum(summary.events.values()):,} events of {summary.users:,} users to {summary.out}")
+    for event_type, n in summary.events.items():
+        print(f"  {event_type:<18} {n:>12,}")
+    print(f"  days {summary.first_day} .. {summary.last_day}; planted truth in {Path(summary.out) / 'truth'}")
+
+
+def _export_source_range(source: Path) -> None:
+    """Point the settings at a real source and its own day range (partitions are built from them at load)."""
+    import duckdb
+
+    from ubp_pipeline.core.ingest import detect_day_range
+    from ubp_pipeline.core.source import SourceLayout
+
+    with duckdb.connect() as con:
+        first_day, last_day = detect_day_range(con, SourceLayout(source))
+    os.environ["UBP_SOURCE_DIR"] = str(source.resolve())
+    os.environ.setdefault("UBP_FIRST_DAY", first_day.isoformat())
+    os.environ.setdefault("UBP_LAST_DAY", last_day.isoformat())
+    print(f"source {source}: events from {first_day} to {last_day}")
+
+
+def _ensure_dagster_home() -> None:
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path("dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+
+
+def _run_main_job() -> None:
+    import dagster as dg
+
+    from ubp_pipeline.definitions import build_definitions
+    from ubp_pipeline.pipeline import run_pipeline
+    from ubp_pipeline.summary import print_summary
+
+    _ensure_dagster_home()
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        runs = run_pipeline(build_definitions(settings), settings, instance)
+    print_summary(settings, runs, time.perf_counter() - started)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+    if not settings.is_demo:
+        sys.exit("ubp demo runs on the built-in demo data: unset UBP_SOURCE_DIR (use `ubp run --source DIR` for yours)")
+    if args.regenerate or not (settings.source_dir / "product_buy.parquet").exists():
+        from ubp_pipeline.data.synthetic import SyntheticConfig, generate
+
+        print(f"generating the demo data set ({args.users:,} users, {DEMO_DAYS} days) in {settings.source_dir}")
+        generate(SyntheticConfig(users=args.users, days=DEMO_DAYS, start=DEMO_FIRST_DAY, seed=0), settings.source_dir)
+    _run_main_job()
+
+
+def _run(args: argparse.Namespace) -> None:
+    _export_source_range(Path(args.source))
+    _run_main_job()
+
+
+def _ui(args: argparse.Namespace) -> None:
+    if args.source:
+        _export_source_range(Path(args.source))
+    _ensure_dagster_home()
+    command = ["dagster", "dev", "-h", UI_HOST, "-p", str(args.port), "-m", "ubp_pipeline.definitions"]
+    print(f"Dagster UI on http://{UI_HOST}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    os.execvp(command[0], command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ubp", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="write a synthetic data set in the challenge layout")
+    generate.add_argument("--users", type=int, default=DEMO_USERS)
+    generate.add_argument("--days", type=int, default=DEMO_DAYS)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--start", type=date.fromisoformat, default=DEMO_FIRST_DAY, help="first day (YYYY-MM-DD)")
+    generate.add_argument("--out", required=True, help="output directory (replaced as a whole)")
+    generate.set_defaults(handler=_generate)
+
+    demo = commands.add_parser("demo", help="generate the demo data if missing and run the main job on it")
+    demo.add_argument("--users", type=int, default=DEMO_USERS)
+    demo.add_argument("--regenerate", action="store_true", help="write the demo data again even if present")
+    demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser("run", help="run the main job on a directory in the challenge layout")
+    run.add_argument("--source", required=True, help="directory with product_buy.parquet etc. (or folders of them)")
+    run.set_defaults(handler=_run)
+
+    ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
+    ui.add_argument("--source", help="a real source directory (default: the demo data)")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(handler=_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()

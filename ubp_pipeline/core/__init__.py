@@ -1,0 +1,1 @@
+"""Plain-Python building blocks: no Dagster import anywhere below this package."""

@@ -1,0 +1,1 @@
+"""Input formats: the synthetic generator and loaders for the challenge layout and public sets."""

@@ -1,0 +1,1 @@
+"""Torch modules only, one per file."""

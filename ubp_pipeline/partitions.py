@@ -1,0 +1,26 @@
+"""The daily partitions: one per event day of the data set, with an end date (historical data never runs to today)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+
+from ubp_pipeline.settings import Settings
+
+
+def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(
+        start_date=settings.first_day.isoformat(), end_date=(settings.last_day + timedelta(days=1)).isoformat()
+    )
+
+
+def partition_day(key: str) -> date:
+    return date.fromisoformat(key)
+
+
+def window_days(window: dg.TimeWindow) -> tuple[date, date]:
+    """First and last day (inclusive) covered by a partition time window."""
+    start: datetime = window.start
+    end: datetime = window.end
+    return start.date(), (end - timedelta(days=1)).date()
