@@ -10,6 +10,12 @@ import dagster as dg
 import pytest
 
 from tests.factories import settings_for
+from ubp_pipeline.core.events import EVENT_TYPES
+from ubp_pipeline.core.ingest import ingest_events, ingest_product_properties
+from ubp_pipeline.core.sequences import SequenceSpec, build_sequences
+from ubp_pipeline.core.source import SourceLayout
+from ubp_pipeline.core.stat_features import build_stat_features
+from ubp_pipeline.core.warehouse import connect_warehouse
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
 
@@ -42,3 +48,42 @@ def instance():
 @pytest.fixture
 def tiny_defs(tiny_settings):
     return build_definitions(tiny_settings)
+
+
+TRAIN_DAY = TINY.start + timedelta(days=14)
+LAST_DAY = TINY.start + timedelta(days=TINY.days - 1)
+
+
+@pytest.fixture(scope="session")
+def tiny_warehouse(tiny_source, tmp_path_factory) -> Path:
+    """The tiny data set ingested (all days) with the core functions, no Dagster; read-only for tests."""
+    path = tmp_path_factory.mktemp("tiny_warehouse") / "warehouse.duckdb"
+    layout = SourceLayout(tiny_source)
+    with connect_warehouse(path) as con:
+        ingest_product_properties(con, layout)
+        for event_type in EVENT_TYPES:
+            ingest_events(con, layout, event_type, TINY.start, LAST_DAY)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sequences(tiny_warehouse, tmp_path_factory) -> dict[str, Path]:
+    """Sequences partitions of the tiny data set: {"train": as of day 14, "later": as of the last day} (read-only)."""
+    home = tmp_path_factory.mktemp("tiny_sequences")
+    folders = {"train": home / "train", "later": home / "later"}
+    with connect_warehouse(tiny_warehouse, read_only=True) as con:
+        for name, as_of in (("train", TRAIN_DAY), ("later", LAST_DAY)):
+            spec = SequenceSpec(as_of=as_of, first_day=TINY.start, max_events=64, top_skus=300, top_urls=300)
+            build_sequences(con, spec, folders[name])
+    return folders
+
+
+@pytest.fixture(scope="session")
+def tiny_stat_features(tiny_warehouse, tmp_path_factory) -> dict[str, Path]:
+    """stat_features partitions of the tiny data set, same days as ``tiny_sequences`` (read-only)."""
+    home = tmp_path_factory.mktemp("tiny_stat_features")
+    folders = {"train": home / "train", "later": home / "later"}
+    with connect_warehouse(tiny_warehouse, read_only=True) as con:
+        for name, as_of in (("train", TRAIN_DAY), ("later", LAST_DAY)):
+            build_stat_features(con, as_of, 180, folders[name])
+    return folders

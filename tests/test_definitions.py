@@ -17,14 +17,15 @@ def test_the_module_level_definitions_load_with_the_demo_defaults(monkeypatch):
     defs: dg.Definitions = module.defs
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {"product_properties", "raw_page_visit", "raw_product_buy", "user_sequences"} <= keys
+    assert {"product_properties", "raw_page_visit", "raw_product_buy", "user_sequences", "stat_features"} <= keys
+    assert {"universal_profiles", "statistics_model", "statistics_embeddings", "als_urls_model"} <= keys
     daily = graph.get(dg.AssetKey("user_sequences")).partitions_def
     assert daily.get_first_partition_key() == "2022-06-23" and daily.get_last_partition_key() == "2022-10-20"
     upstream = {key.to_user_string() for key in graph.get(dg.AssetKey("user_sequences")).parent_keys}
     assert upstream == {"product_properties", "raw_add_to_cart", "raw_remove_from_cart", "raw_product_buy", "raw_page_visit", "raw_search_query"}
     assert defs.resolve_job_def("ingest_job") is not None
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"rows_reconcile", "quarantine_share"}
+    assert checks == {"rows_reconcile", "quarantine_share", "valid_submission"}
 
 
 def test_settings_follow_the_environment(tmp_path):

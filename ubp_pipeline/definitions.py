@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ubp_pipeline.assets.embedders import block_assets
+from ubp_pipeline.assets.features import feature_assets
 from ubp_pipeline.assets.ingest import product_properties, raw_event_assets
+from ubp_pipeline.assets.profiles import profile_assets
 from ubp_pipeline.assets.sequences import sequence_assets
+from ubp_pipeline.core.block_registry import BLOCKS
 from ubp_pipeline.partitions import daily_partitions
 from ubp_pipeline.resources import ArtifactStore, EventSource, TorchDevice, Warehouse
 from ubp_pipeline.settings import Settings
@@ -22,7 +26,14 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     daily = daily_partitions(settings)
-    assets = [product_properties, raw_event_assets(daily), *sequence_assets(settings, daily)]
+    assets = [
+        product_properties,
+        raw_event_assets(daily),
+        *sequence_assets(settings, daily),
+        *feature_assets(settings, daily),
+        *(asset for spec in BLOCKS.values() for asset in block_assets(spec, daily)),
+        *profile_assets(daily),
+    ]
     ingest_job = dg.define_asset_job(
         "ingest_job",
         selection=dg.AssetSelection.groups("ingest"),

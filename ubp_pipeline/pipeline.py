@@ -1,15 +1,22 @@
-"""The main job as a user runs it: ingest every day in one run, then build the as-of assets for the days that matter."""
+"""The main job as a user runs it: ingest every day in one run, then build the as-of assets for the days that matter.
+
+Models are trained with their cutoff at the backtest day (the newest day with a complete 28-day future), so the
+profiles of that day can be evaluated without leakage; the same models then embed the newest day.
+"""
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import dagster as dg
 
-from ubp_pipeline.assets.sequences import USER_SEQUENCES
+from ubp_pipeline.assets.embedders import model_key
+from ubp_pipeline.core.block_registry import BLOCKS
 from ubp_pipeline.runner import materialize
 from ubp_pipeline.settings import Settings
 
 BACKTEST_HORIZON_DAYS = 28  # two 14-day target windows follow the evaluated day
+INPUTS = ["user_sequences", "stat_features"]
+OUTPUTS = ["group:embeddings", "group:profiles"]
 
 
 def backtest_day(settings: Settings) -> date | None:
@@ -18,10 +25,13 @@ def backtest_day(settings: Settings) -> date | None:
     return day if day >= settings.first_day else None
 
 
+def training_day(settings: Settings) -> date:
+    return backtest_day(settings) or settings.last_day
+
+
 def as_of_days(settings: Settings) -> list[date]:
     """The days whose snapshots the main job builds: the backtest day (if any) and the newest day."""
-    days = [backtest_day(settings), settings.last_day]
-    return sorted({d for d in days if d is not None})
+    return sorted({training_day(settings), settings.last_day})
 
 
 @dataclass
@@ -36,5 +46,10 @@ def run_pipeline(defs: dg.Definitions, settings: Settings, instance: dg.DagsterI
     runs = PipelineRuns()
     runs.add(materialize(defs, "group:ingest", instance, partition_range=(settings.first_day, settings.last_day)))
     for day in as_of_days(settings):
-        runs.add(materialize(defs, USER_SEQUENCES, instance, partition=day))
+        runs.add(materialize(defs, INPUTS, instance, partition=day))
+    cutoff = training_day(settings).isoformat()
+    model_config = {"ops": {model_key(name): {"config": {"training_day": cutoff}} for name in BLOCKS}}
+    runs.add(materialize(defs, "group:models", instance, run_config=model_config))
+    for day in as_of_days(settings):
+        runs.add(materialize(defs, OUTPUTS, instance, partition=day))
     return runs

@@ -1,6 +1,10 @@
 """What the main job printed at the end: counts, sequence statistics and where every result lives."""
 
+import json
+
+from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
 from ubp_pipeline.assets.sequences import USER_SEQUENCES
+from ubp_pipeline.core.profiles import MANIFEST_FILE
 from ubp_pipeline.core.sequences import read_manifest
 from ubp_pipeline.core.sql import run_sql
 from ubp_pipeline.core.warehouse import connect_warehouse
@@ -34,4 +38,11 @@ def print_summary(settings: Settings, runs: PipelineRuns, seconds: float) -> Non
             f"  {day}  {stats['users']:>8,} users  {stats['events_kept']:>11,} events  length p50 {stats['length_p50']:.0f}"
             f" p90 {stats['length_p90']:.0f} max {stats['length_max']}  {_relative(folder)}"
         )
+    print("universal_profiles (client_ids.npy + embeddings.npy in the challenge layout, profiles.parquet, manifest.json)")
+    for day in as_of_days(settings):
+        folder = settings.artifact_dir / UNIVERSAL_PROFILES / day.isoformat()
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        print(f"  {day}  {manifest['users']:>8,} users x {manifest['dims']} dims  {_relative(folder)}")
+    print("  blocks: " + ", ".join(f"{b['name']} {b['dims']}d ({b['coverage']:.0%} covered)" for b in manifest["blocks"]))
+    print(f"  models trained on {manifest['blocks'][0].get('training_day')}, in {_relative(settings.artifact_dir)}/<block>_model/")
     print("Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the assets, partitions, lineage and runs.")

@@ -17,16 +17,19 @@ class SequencesConfig(dg.Config):
     top_urls: int = 5_000
 
 
-def sequence_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    # a day's sequences read the whole lookback window, so every raw day in it is upstream (lineage and staleness)
+def lookback_deps(settings: Settings) -> list:
+    """An as-of-day asset reads the whole lookback window, so every raw day in it is upstream (lineage, staleness)."""
     lookback = dg.TimeWindowPartitionMapping(
         start_offset=-(settings.lookback_days - 1), allow_nonexistent_upstream_partitions=True
     )
+    return [product_properties, *(dg.AssetDep(key, partition_mapping=lookback) for key in RAW_EVENT_KEYS.values())]
 
+
+def sequence_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(
         name=USER_SEQUENCES,
         partitions_def=daily,
-        deps=[product_properties, *(dg.AssetDep(key, partition_mapping=lookback) for key in RAW_EVENT_KEYS.values())],
+        deps=lookback_deps(settings),
         group_name="sequences",
         kinds={"duckdb", "parquet"},
         pool=DUCKDB_POOL,

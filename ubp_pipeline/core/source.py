@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -90,3 +91,16 @@ def check_schema(path: Path, table: str) -> None:
         found = schema.field(index).type
         if not (_KIND_CHECKS[kind](found) or pa.types.is_null(found)):  # an all-null column: rows get quarantined
             raise SourceError(f"{table}: file {path}, column '{column}' has type {found}, expected {kind}")
+
+
+def load_relevant_clients(layout: SourceLayout, fallback: list[np.ndarray]) -> np.ndarray:
+    """The users to profile: input/relevant_clients.npy when the source has it, else everyone in ``fallback``."""
+    path = layout.relevant_clients
+    if path is None:
+        return np.unique(np.concatenate(fallback)).astype(np.int64) if fallback else np.zeros(0, np.int64)
+    clients = np.load(path)
+    if clients.ndim != 1 or not np.issubdtype(clients.dtype, np.integer):
+        raise SourceError(f"{path}: expected a 1-D integer array of client ids, got {clients.ndim}-D {clients.dtype}")
+    if len(np.unique(clients)) != len(clients):
+        raise SourceError(f"{path}: {len(clients) - len(np.unique(clients))} client ids appear more than once")
+    return clients.astype(np.int64)

@@ -1,0 +1,102 @@
+"""Universal profiles: assembly rules, the submission validator, and the whole graph through Dagster on tiny data."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ubp_pipeline.assets.embedders import model_key
+from ubp_pipeline.core.block_registry import BLOCKS
+from ubp_pipeline.core.profiles import (
+    CLIENT_IDS_FILE,
+    EMBEDDINGS_FILE,
+    MANIFEST_FILE,
+    TABLE_FILE,
+    BlockVectors,
+    ProfileError,
+    assemble_profiles,
+    validate_profiles,
+    write_profiles,
+)
+from ubp_pipeline.runner import materialize
+
+A = BlockVectors("a", np.array([30, 10]), np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), np.array([9.0, 9.0], np.float32))
+B = BlockVectors("b", np.array([20]), np.array([[5.0]], np.float32), np.array([0.5], np.float32))
+
+
+def test_blocks_are_concatenated_per_client_with_fills_for_the_absent():
+    profiles = assemble_profiles([A, B], np.array([10, 20, 30, 40]))
+    assert profiles.embeddings.dtype == np.float16
+    assert profiles.embeddings.astype(np.float32).tolist() == [[3, 4, 0.5], [9, 9, 5], [1, 2, 0.5], [9, 9, 0.5]]
+    blocks = profiles.manifest["blocks"]
+    assert [(b["name"], b["offset"], b["dims"], b["coverage"]) for b in blocks] == [("a", 0, 2, 0.5), ("b", 2, 1, 0.25)]
+
+
+@pytest.mark.parametrize(
+    ("block", "clients", "message"),
+    [
+        (A, np.array([10, 10]), "duplicates"),
+        (BlockVectors("w", np.array([1]), np.zeros((1, 2049), np.float32), np.zeros(2049, np.float32)), np.array([1]), "2049 dimensions exceed"),
+        (BlockVectors("n", np.array([1]), np.array([[np.nan]], np.float32), np.zeros(1, np.float32)), np.array([1]), r"non-finite values in blocks \['n'\]"),
+        (BlockVectors("o", np.array([1]), np.array([[1e6]], np.float32), np.zeros(1, np.float32)), np.array([1]), "overflows float16"),
+    ],
+)
+def test_profiles_that_cannot_be_valid_are_refused_before_writing(block, clients, message):
+    with pytest.raises(ProfileError, match=message):
+        assemble_profiles([block], clients)
+
+
+def test_written_profiles_pass_the_validator_and_are_readable_as_a_table(tmp_path):
+    clients = np.array([10, 20, 30, 40])
+    out = write_profiles(assemble_profiles([A, B], clients), tmp_path / "day", {"as_of": "2022-07-01"})
+    assert validate_profiles(out, clients) == []
+    table = pd.read_parquet(out / TABLE_FILE)
+    assert table["client_id"].tolist() == clients.tolist()
+    assert np.allclose(np.stack(table["embedding"]), np.load(out / EMBEDDINGS_FILE).astype(np.float32))
+    assert json.loads((out / MANIFEST_FILE).read_text())["as_of"] == "2022-07-01"
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda d: np.save(d / EMBEDDINGS_FILE, np.load(d / EMBEDDINGS_FILE).astype(np.float32)), "expected 2-D float16"),
+        (lambda d: np.save(d / CLIENT_IDS_FILE, np.array([10, 20, 30, 30])), "1 duplicate ids"),
+        (lambda d: np.save(d / CLIENT_IDS_FILE, np.array([10, 20, 30])), "3 client ids but 4 embedding rows"),
+        (lambda d: np.save(d / CLIENT_IDS_FILE, np.array([10, 20, 30, 41])), "1 relevant clients are missing"),
+        (lambda d: np.save(d / EMBEDDINGS_FILE, np.full((4, 3), np.nan, np.float16)), "12 NaN or infinite values"),
+        (lambda d: np.save(d / EMBEDDINGS_FILE, np.zeros((4, 2049), np.float16)), "2049 columns exceed 2048"),
+        (lambda d: np.save(d / CLIENT_IDS_FILE, np.array([10, 20, 30, 40], np.int32)), "expected 1-D int64"),
+        (lambda d: (d / EMBEDDINGS_FILE).unlink(), "cannot read the profile files"),
+    ],
+)
+def test_the_validator_rejects_broken_files(tmp_path, damage, problem):
+    clients = np.array([10, 20, 30, 40])
+    out = write_profiles(assemble_profiles([A, B], clients), tmp_path / "day")
+    damage(out)
+    assert any(problem in p for p in validate_profiles(out, clients)), validate_profiles(out, clients)
+
+
+def test_the_whole_graph_materializes_valid_profiles_through_dagster(tiny_defs, tiny_settings, instance, tiny_source):
+    day = tiny_settings.first_day + timedelta(days=14)
+    assert materialize(tiny_defs, "group:ingest", instance, partition_range=(tiny_settings.first_day, tiny_settings.last_day)).success
+    assert materialize(tiny_defs, ["user_sequences", "stat_features"], instance, partition=day).success
+    quick = {"ops": {model_key(name): {"config": {"training_day": day.isoformat()}} for name in BLOCKS}}
+    assert materialize(tiny_defs, "group:models", instance, run_config=quick).success
+    result = materialize(tiny_defs, ["group:embeddings", "group:profiles"], instance, partition=day)
+    assert result.success
+    folder = tiny_settings.artifact_dir / "universal_profiles" / day.isoformat()
+    relevant = np.load(tiny_source / "input" / "relevant_clients.npy")
+    assert validate_profiles(folder, relevant) == []
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert [b["name"] for b in manifest["blocks"]] == list(BLOCKS)
+    assert all(b["training_day"] == day.isoformat() for b in manifest["blocks"])
+    check = [e for e in result.get_asset_check_evaluations() if e.check_name == "valid_submission"]
+    assert len(check) == 1 and check[0].passed
+    subset = {"ops": {"universal_profiles": {"config": {"blocks": ["als_categories", "statistics"]}}}}
+    assert materialize(tiny_defs, "universal_profiles", instance, partition=day, run_config=subset).success
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert [b["name"] for b in manifest["blocks"]] == ["als_categories", "statistics"]
