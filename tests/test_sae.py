@@ -1,0 +1,109 @@
+"""TopK SAE: exact sparsity, unit-norm dictionary, learning, AuxK for dead latents, and faithfulness inside SASRec."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.recommender_fixtures import planted_sae, tiny_runtime, trained_planted_sasrec
+from ubp_pipeline.core.sae_training import SAETrainingConfig, evaluate_sae, splice_fidelity, train_sae
+from ubp_pipeline.models.sae import SAEConfig, TopKSAE, geometric_median
+
+
+def sparse_atom_data(n: int = 4000, d: int = 16, atoms: int = 32, active: int = 3, seed: int = 0) -> torch.Tensor:
+    """Each row is a non-negative mix of ``active`` random unit atoms plus an offset: what a TopK SAE should recover."""
+    generator = torch.Generator().manual_seed(seed)
+    dictionary = torch.randn(d, atoms, generator=generator)
+    dictionary /= dictionary.norm(dim=0)
+    chosen = torch.rand(n, atoms, generator=generator).argsort(dim=1)[:, :active]
+    codes = torch.zeros(n, atoms).scatter_(1, chosen, torch.rand(n, active, generator=generator) + 0.5)
+    return codes @ dictionary.T + 0.5
+
+
+def test_exactly_k_latents_are_active():
+    sae = TopKSAE(SAEConfig(d_in=16, expansion=8, k=5))
+    latents = sae.encode(sparse_atom_data(n=256))
+    assert ((latents != 0).sum(dim=1) == 5).all()
+    assert (latents >= 0).all()
+
+
+def test_training_keeps_decoder_unit_norm_and_improves_reconstruction():
+    x = sparse_atom_data()
+    config = SAEConfig(d_in=16, expansion=4, k=4)
+    untrained = TopKSAE(config)
+    untrained.initialize_pre_bias_(x)
+    before = evaluate_sae(untrained, x)["explained_variance"]
+
+    trained = train_sae(x, config, SAETrainingConfig(epochs=6, batch_size=128, learning_rate=1e-2), tiny_runtime())
+    after = evaluate_sae(trained.sae, x)
+
+    assert torch.allclose(trained.sae.decoder.norm(dim=0), torch.ones(config.n_latents), atol=1e-5)
+    assert after["explained_variance"] > 0.85 > 0.5 > before
+    assert after["l0"] == 4
+    fvu = trained.history.series("fvu")
+    assert fvu[-1] < fvu[0]
+
+
+def test_gradient_parallel_to_each_decoder_column_is_removed():
+    sae = TopKSAE(SAEConfig(d_in=16, expansion=4, k=3))
+    loss, _, _ = sae.loss(sparse_atom_data(n=128), dead=torch.zeros(64, dtype=torch.bool))
+    loss.backward()
+    assert (sae.decoder.grad * sae.decoder).sum(0).abs().max() > 1e-6
+    sae.remove_parallel_gradient_()
+    assert (sae.decoder.grad * sae.decoder).sum(0).abs().max() < 1e-6
+
+
+def _outcompeted_sae(x: torch.Tensor, aux_coef: float) -> tuple[TopKSAE, torch.Tensor]:
+    """An SAE whose second half of latents has positive pre-activations too weak ever to make the top k."""
+    torch.manual_seed(0)
+    sae = TopKSAE(SAEConfig(d_in=16, expansion=4, k=3, aux_coef=aux_coef))
+    sae.initialize_pre_bias_(x)
+    dead = torch.arange(64) >= 32
+    with torch.no_grad():
+        sae.encoder.weight[dead] *= 0.01
+        sae.encoder.bias[dead] = 1e-3
+    assert not (sae.encode(x)[:, dead] > 0).any()
+    return sae, dead
+
+
+def test_auxk_sends_gradient_to_dead_latents_only_when_enabled():
+    x = sparse_atom_data(n=256)
+    for aux_coef, expect_gradient in ((1 / 32, True), (0.0, False)):
+        sae, dead = _outcompeted_sae(x, aux_coef)
+        loss, parts, _ = sae.loss(x, dead)
+        loss.backward()
+        dead_gradient = sae.encoder.weight.grad[dead].abs().sum()
+        assert (dead_gradient > 0) == expect_gradient
+        assert (parts["aux_fvu"] > 0) == expect_gradient
+
+
+def test_auxk_revives_dead_latents():
+    x = sparse_atom_data(n=1024)
+    fired = {}
+    for aux_coef in (0.0, 1.0):
+        sae, dead = _outcompeted_sae(x, aux_coef)
+        optimizer = torch.optim.Adam(sae.parameters(), lr=1e-2)
+        for _ in range(150):
+            loss, _, _ = sae.loss(x, dead)
+            optimizer.zero_grad()
+            loss.backward()
+            sae.remove_parallel_gradient_()
+            optimizer.step()
+            sae.normalize_decoder_()
+        fired[aux_coef] = int((sae.encode(x)[:, dead] > 0).any(0).sum())
+    assert fired[0.0] == 0
+    assert fired[1.0] >= 4
+
+
+def test_geometric_median_ignores_outliers_that_move_the_mean():
+    points = torch.cat([torch.randn(200, 4) * 0.1, torch.full((20, 4), 100.0)])
+    assert points.mean(0).norm() > 10
+    assert geometric_median(points).norm() < 1
+
+
+def test_sae_spliced_into_sasrec_keeps_most_of_its_ranking_quality():
+    split, trained = trained_planted_sasrec()
+    states, sae = planted_sae()
+    assert len(states) == sum(max(len(split.train.sequence(u)) - 1, 0) for u in range(split.train.n_users))
+    fidelity = splice_fidelity(trained.model, sae, states, split.test, torch.device("cpu"))
+    assert fidelity["ndcg@10_mean_ablated"] < fidelity["ndcg@10_original"] / 2
+    assert fidelity["ndcg_recovered"] > 0.8
