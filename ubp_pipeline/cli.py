@@ -23,7 +23,7 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"  days {summary.first_day} .. {summary.last_day}; planted truth in {Path(summary.out) / 'truth'}")
 
 
-def _export_source_range(source: Path) -> None:
+def _use_source(source: Path) -> None:
     """Point the settings at a real source and its own day range (partitions are built from them at load)."""
     import duckdb
 
@@ -71,17 +71,44 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    _export_source_range(Path(args.source))
+    _use_source(Path(args.source))
     _run_main_job()
 
 
 def _ui(args: argparse.Namespace) -> None:
     if args.source:
-        _export_source_range(Path(args.source))
+        _use_source(Path(args.source))
     _ensure_dagster_home()
     command = ["dagster", "dev", "-h", UI_HOST, "-p", str(args.port), "-m", "ubp_pipeline.definitions"]
     print(f"Dagster UI on http://{UI_HOST}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     os.execvp(command[0], command)
+
+
+def _export(args: argparse.Namespace) -> None:
+    """Copy a profile day into a folder in the challenge's submission layout and validate it."""
+    import shutil
+
+    from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
+    from ubp_pipeline.core.profiles import CLIENT_IDS_FILE, EMBEDDINGS_FILE, validate_profiles
+    from ubp_pipeline.core.source import SourceLayout, load_relevant_clients
+
+    if args.source:
+        _use_source(Path(args.source))
+    settings = Settings.from_env()
+    day = args.day or settings.last_day.isoformat()
+    folder = settings.artifact_dir / UNIVERSAL_PROFILES / day
+    if not (folder / EMBEDDINGS_FILE).exists():
+        sys.exit(f"no profiles for {day} in {folder}: materialize universal_profiles for that day first")
+    out = Path(args.out or settings.home / "export" / day)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (CLIENT_IDS_FILE, EMBEDDINGS_FILE):
+        shutil.copyfile(folder / name, out / name)
+    relevant = load_relevant_clients(SourceLayout(settings.source_dir), fallback=[])
+    problems = validate_profiles(out, relevant if len(relevant) else None)
+    if problems:
+        sys.exit("the exported files are not a valid submission:\n  " + "\n  ".join(problems))
+    print(f"wrote {out / CLIENT_IDS_FILE} and {out / EMBEDDINGS_FILE} (valid: int64 ids, float16 embeddings)")
+    print(f"score them with the official evaluator: see README, 'Scoring with the challenge's evaluator' (--embeddings-dir {out})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the main job on a directory in the challenge layout")
     run.add_argument("--source", required=True, help="directory with product_buy.parquet etc. (or folders of them)")
     run.set_defaults(handler=_run)
+
+    export = commands.add_parser("export", help="write a profile day as client_ids.npy + embeddings.npy for the challenge")
+    export.add_argument("--day", help="as-of day (YYYY-MM-DD); default: the last day of the data")
+    export.add_argument("--out", help="output folder; default: <home>/export/<day>")
+    export.add_argument("--source", help="the source directory the profiles were built from (default: the demo)")
+    export.set_defaults(handler=_export)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--source", help="a real source directory (default: the demo data)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from ubp_pipeline.assets.embedders import block_assets
+from ubp_pipeline.assets.evaluation import evaluation_assets
 from ubp_pipeline.assets.features import feature_assets
 from ubp_pipeline.assets.ingest import product_properties, raw_event_assets
 from ubp_pipeline.assets.profiles import profile_assets
@@ -25,6 +28,8 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    # the lookback/future partition mappings use allow_nonexistent_upstream_partitions, a beta parameter on purpose
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     daily = daily_partitions(settings)
     assets = [
         product_properties,
@@ -33,6 +38,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *feature_assets(settings, daily),
         *(asset for spec in BLOCKS.values() for asset in block_assets(spec, daily)),
         *profile_assets(daily),
+        *evaluation_assets(settings, daily),
     ]
     ingest_job = dg.define_asset_job(
         "ingest_job",

@@ -52,4 +52,7 @@ def run_pipeline(defs: dg.Definitions, settings: Settings, instance: dg.DagsterI
     runs.add(materialize(defs, "group:models", instance, run_config=model_config))
     for day in as_of_days(settings):
         runs.add(materialize(defs, OUTPUTS, instance, partition=day))
+    evaluated = backtest_day(settings)
+    if evaluated is not None:
+        runs.add(materialize(defs, "group:evaluation", instance, partition=evaluated))
     return runs

@@ -17,8 +17,10 @@ def materialize(
     partition_range: tuple[date, date] | None = None,
     run_config: dict | None = None,
     raise_on_error: bool = True,
+    log_level: str = "INFO",
 ) -> dg.ExecuteInProcessResult:
     """Run the selected assets with the definitions' resources; a range becomes one run (single-run backfill)."""
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})}
     tags = {}
     if partition_range is not None:
         tags = {RANGE_START_TAG: partition_range[0].isoformat(), RANGE_END_TAG: partition_range[1].isoformat()}

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -189,7 +190,7 @@ def make_users(cfg: SyntheticConfig, cat: Catalogue, rng: np.random.Generator) -
     )
 
     segment_price = rng.uniform(15, 85, cfg.segments)
-    segment_buy = rng.beta(2, 5, cfg.segments) * 1.2
+    segment_buy = rng.uniform(0.4, 1.0, cfg.segments)
     segment_decay = rng.uniform(0.5, 2.0, cfg.segments)
     client_id = rng.choice(25_000_000, n, replace=False).astype(np.int64)
     return Users(
@@ -205,7 +206,7 @@ def make_users(cfg: SyntheticConfig, cat: Catalogue, rng: np.random.Generator) -
         decay_days=np.exp(rng.uniform(np.log(15), np.log(300), n)) * segment_decay[segment],
         p_search=rng.beta(2, 5, n),
         p_cart=rng.beta(2, 6, n),
-        p_buy=np.clip(rng.beta(2, 4, n) * segment_buy[segment], 0.01, 0.95),
+        p_buy=np.clip(rng.beta(2, 3, n) * segment_buy[segment], 0.01, 0.95),
         p_favourite=rng.beta(2, 6, n),
         novelty_seeker=rng.random(n) < 0.2,
     )
@@ -428,3 +429,44 @@ def generate(cfg: SyntheticConfig, out: str | Path) -> GenerationSummary:
         last_day=str(last_day.astype("datetime64[D]")),
         events=counts,
     )
+
+
+TRUTH_DIR = "truth"
+ORACLE_FAVOURITE_SKUS = 1_024
+
+
+def planted_features(source_dir: str | Path, as_of: date, clients: np.ndarray) -> np.ndarray | None:
+    """The oracle: each user's planted parameters as of a day, standardised; None when the source has no truth.
+
+    Segment, category tastes, the most common favourite skus, price level, funnel rates, taste for new items and the
+    activity expected in the two target windows (from the planted churn curve): everything the generator draws
+    future behaviour from, so a probe on these features shows the ceiling of the evaluation.
+    """
+    truth_dir = Path(source_dir) / TRUTH_DIR
+    if not (truth_dir / "users.parquet").exists():
+        return None
+    cfg = json.loads((truth_dir / "config.json").read_text())
+    truth = pd.read_parquet(truth_dir / "users.parquet")
+    categories = np.sort(pd.read_parquet(truth_dir / "skus.parquet")["category"].unique())
+    day = (as_of - date.fromisoformat(cfg["start"])).days
+
+    category_taste = np.zeros((len(truth), len(categories)), dtype=np.float32)
+    for row, (cats, weights) in enumerate(zip(truth["categories"], truth["category_weight"], strict=True)):
+        np.add.at(category_taste[row], np.searchsorted(categories, cats), weights)
+    favourites = pd.Series(np.concatenate(truth["favourite_skus"].to_numpy())).value_counts().index[:ORACLE_FAVOURITE_SKUS]
+    favourite_hot = np.stack([np.isin(favourites, skus) for skus in truth["favourite_skus"]]).astype(np.float32)
+
+    def expected_rate(offset: int) -> np.ndarray:
+        since = day + offset - truth["start_day"].to_numpy()
+        rate = truth["base_rate"].to_numpy() * np.exp(-np.maximum(since, 0) / truth["decay_days"].to_numpy())
+        return np.log1p(np.where(since >= 0, rate, 0.0))
+
+    numeric = np.column_stack(
+        [expected_rate(7), expected_rate(21), truth["price_level"], truth["p_search"], truth["p_cart"], truth["p_buy"],
+         truth["p_favourite"], truth["novelty_seeker"].astype(float), np.exp(expected_rate(7)) * truth["p_cart"] * truth["p_buy"]]
+    )
+    numeric = (numeric - numeric.mean(axis=0)) / (numeric.std(axis=0) + 1e-9)
+    segment = np.eye(int(cfg["segments"]), dtype=np.float32)[truth["segment"].to_numpy()]
+    features = np.hstack([segment, category_taste, favourite_hot, numeric]).astype(np.float32)
+    rows = pd.Index(truth["client_id"]).get_indexer(clients)
+    return np.where(rows[:, None] >= 0, features[np.maximum(rows, 0)], 0.0).astype(np.float32)
