@@ -57,4 +57,7 @@ def write_source(directory: Path, events: dict[str, list[tuple]] | None = None, 
 
 
 def settings_for(source: Path, home: Path, first_day: date, last_day: date, lookback_days: int = 180) -> Settings:
-    return Settings(source_dir=source, home=home, first_day=first_day, last_day=last_day, lookback_days=lookback_days)
+    return Settings(
+        source_dir=source, home=home, first_day=first_day, fixed_last_day=last_day, lookback_days=lookback_days,
+        torch_threads=1,  # tiny models gain nothing from more threads, and on a busy machine extra threads only wait
+    )

@@ -43,7 +43,7 @@ def _users_of(folder, input_asset) -> np.ndarray:
 def test_block_embeds_the_right_users_with_finite_vectors_of_its_size(name, tiny_sequences, tiny_stat_features, tmp_path):
     spec = BLOCKS[name]
     inputs = _inputs(spec, tiny_sequences, tiny_stat_features)
-    runtime = make_runtime("cpu", seed=0)
+    runtime = make_runtime("cpu", seed=0, threads=1)
     trained = train_block(spec, inputs["train"], tmp_path / "model", runtime, "train-day", _quick_overrides(spec))
     assert trained.provenance["training_day"] == "train-day" and trained.history
     for day in ("train", "later"):
@@ -61,7 +61,7 @@ def test_block_embeds_the_right_users_with_finite_vectors_of_its_size(name, tiny
 def test_reloaded_checkpoint_reproduces_embeddings_bit_for_bit(name, tiny_sequences, tiny_stat_features, tmp_path):
     spec = BLOCKS[name]
     inputs = _inputs(spec, tiny_sequences, tiny_stat_features)
-    runtime = make_runtime("cpu", seed=0)
+    runtime = make_runtime("cpu", seed=0, threads=1)
     embedder = spec.build(_quick_overrides(spec))
     fitted = embedder.fit(inputs["train"], runtime)
     direct = embedder.embed(fitted, inputs["later"], runtime)

@@ -12,6 +12,7 @@ def test_generate_then_run_the_main_job_on_a_source_directory(tmp_path, monkeypa
     for name in ("UBP_SOURCE_DIR", "UBP_FIRST_DAY", "UBP_LAST_DAY", "UBP_LOOKBACK_DAYS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("UBP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("UBP_TORCH_THREADS", "1")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     source = tmp_path / "ubc_data"
 

@@ -35,3 +35,5 @@ def test_settings_follow_the_environment(tmp_path):
     assert settings.home.name == "ubc_data" and not settings.is_demo
     assert (settings.first_day, settings.last_day) == (date(2022, 6, 23), date(2022, 12, 31))
     assert settings.warehouse_path.parent == settings.home
+    live = Settings.from_env({"UBP_LAST_DAY": "live"})
+    assert live.is_live and live.last_day > date(2026, 1, 1)

@@ -25,13 +25,10 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _use_source(source: Path) -> None:
     """Point the settings at a real source and its own day range (partitions are built from them at load)."""
-    import duckdb
-
-    from ubp_pipeline.core.ingest import detect_day_range
     from ubp_pipeline.core.source import SourceLayout
+    from ubp_pipeline.core.source_scan import detect_day_range
 
-    with duckdb.connect() as con:
-        first_day, last_day = detect_day_range(con, SourceLayout(source))
+    first_day, last_day = detect_day_range(SourceLayout(source))
     os.environ["UBP_SOURCE_DIR"] = str(source.resolve())
     os.environ.setdefault("UBP_FIRST_DAY", first_day.isoformat())
     os.environ.setdefault("UBP_LAST_DAY", last_day.isoformat())

@@ -10,7 +10,9 @@ from ubp_pipeline.assets.embedders import block_assets
 from ubp_pipeline.assets.evaluation import evaluation_assets
 from ubp_pipeline.assets.features import feature_assets
 from ubp_pipeline.assets.ingest import product_properties, raw_event_assets
+from ubp_pipeline.assets.interpretability import sae_dictionary, sae_feature_annotations, steering_report
 from ubp_pipeline.assets.profiles import profile_assets
+from ubp_pipeline.assets.recommender import sasrec_model
 from ubp_pipeline.assets.sequences import sequence_assets
 from ubp_pipeline.core.block_registry import BLOCKS
 from ubp_pipeline.partitions import daily_partitions
@@ -23,7 +25,7 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "warehouse": Warehouse(path=str(settings.warehouse_path)),
         "artifacts": ArtifactStore(root=str(settings.artifact_dir)),
         "source": EventSource(directory=str(settings.source_dir)),
-        "torch_device": TorchDevice(),
+        "torch_device": TorchDevice(threads=settings.torch_threads),
     }
 
 
@@ -39,6 +41,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *(asset for spec in BLOCKS.values() for asset in block_assets(spec, daily)),
         *profile_assets(daily),
         *evaluation_assets(settings, daily),
+        sasrec_model,
+        sae_dictionary,
+        sae_feature_annotations,
+        steering_report,
     ]
     ingest_job = dg.define_asset_job(
         "ingest_job",

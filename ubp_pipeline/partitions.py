@@ -10,9 +10,9 @@ from ubp_pipeline.settings import Settings
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(
-        start_date=settings.first_day.isoformat(), end_date=(settings.last_day + timedelta(days=1)).isoformat()
-    )
+    """Fixed days for a data set; for a live deployment every complete day up to yesterday."""
+    end = None if settings.is_live else (settings.last_day + timedelta(days=1)).isoformat()
+    return dg.DailyPartitionsDefinition(start_date=settings.first_day.isoformat(), end_date=end)
 
 
 def partition_day(key: str) -> date:

@@ -2,6 +2,8 @@
 
 The Dagster partitions are built from these values when the code location loads, so they come from the environment
 rather than run config; `ubp run` / `ubp ui` detect the day range of a real source and export it before loading.
+UBP_LAST_DAY=live is for a deployment fed every night: the partitions then run up to yesterday (UTC), whatever
+day it is.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 DEMO_FIRST_DAY = date(2022, 6, 23)  # the challenge data starts on this day; the demo keeps the same calendar
 DEMO_DAYS = 120
 DEMO_HOME = Path("data") / "demo"
 DEFAULT_LOOKBACK_DAYS = 180
+LIVE = "live"
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,17 @@ class Settings:
     source_dir: Path
     home: Path
     first_day: date
-    last_day: date
+    fixed_last_day: date | None  # None = live: yesterday (UTC) at the time of asking
     lookback_days: int
+    torch_threads: int = 0  # 0 = one per available core
+
+    @property
+    def last_day(self) -> date:
+        return self.fixed_last_day or (datetime.now(UTC).date() - timedelta(days=1))
+
+    @property
+    def is_live(self) -> bool:
+        return self.fixed_last_day is None
 
     @property
     def warehouse_path(self) -> Path:
@@ -43,13 +55,14 @@ class Settings:
         source = Path(env.get("UBP_SOURCE_DIR", DEMO_HOME / "source")).resolve()
         default_home = DEMO_HOME if source == (DEMO_HOME / "source").resolve() else Path("data") / source.name
         first_day = date.fromisoformat(env.get("UBP_FIRST_DAY", DEMO_FIRST_DAY.isoformat()))
-        last_default = first_day + timedelta(days=DEMO_DAYS - 1)
+        last_day = env.get("UBP_LAST_DAY", (first_day + timedelta(days=DEMO_DAYS - 1)).isoformat())
         settings = cls(
             source_dir=source,
             home=Path(env.get("UBP_HOME", default_home)).resolve(),
             first_day=first_day,
-            last_day=date.fromisoformat(env.get("UBP_LAST_DAY", last_default.isoformat())),
+            fixed_last_day=None if last_day == LIVE else date.fromisoformat(last_day),
             lookback_days=int(env.get("UBP_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS)),
+            torch_threads=int(env.get("UBP_TORCH_THREADS", 0)),
         )
         if settings.last_day < settings.first_day:
             raise ValueError(f"UBP_LAST_DAY {settings.last_day} is before UBP_FIRST_DAY {settings.first_day}")

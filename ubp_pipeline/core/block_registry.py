@@ -41,6 +41,27 @@ BLOCKS: dict[str, BlockSpec] = {
     spec.name: spec
     for spec in (
         BlockSpec(
+            "gru_day_event",
+            "ubp_pipeline.core.embedders.gru_autoencoder:GRUAutoencoderEmbedder",
+            input_asset="user_sequences",
+            params={"fields": ("days_ago", "event_type"), "max_epochs": 4},
+            description="GRU sequence autoencoder over (days before the cut, event type): when and what a user does.",
+        ),
+        BlockSpec(
+            "gru_week_all",
+            "ubp_pipeline.core.embedders.gru_autoencoder:GRUAutoencoderEmbedder",
+            input_asset="user_sequences",
+            params={"fields": ("weeks_ago", "event_type", "category", "price", "sku", "url")},
+            pca_dims=64,
+            description="GRU sequence autoencoder over week, event type, category, price, sku and url, PCA to 64.",
+        ),
+        BlockSpec(
+            "next_event",
+            "ubp_pipeline.core.embedders.next_event:NextEventEmbedder",
+            input_asset="user_sequences",
+            description="Causal transformer over product events predicting the next category, event type and price.",
+        ),
+        BlockSpec(
             "statistics",
             "ubp_pipeline.core.embedders.statistics:StatisticsEmbedder",
             input_asset="stat_features",

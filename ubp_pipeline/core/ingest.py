@@ -11,7 +11,7 @@ from duckdb import ColumnExpression, ConstantExpression
 from duckdb import sqltypes as types
 
 from ubp_pipeline.core.events import PAYLOAD_COLUMN
-from ubp_pipeline.core.source import PRODUCT_PROPERTIES, SourceError, SourceLayout
+from ubp_pipeline.core.source import PRODUCT_PROPERTIES, SourceLayout
 from ubp_pipeline.core.sql import run_sql
 from ubp_pipeline.core.warehouse import transaction
 
@@ -147,13 +147,3 @@ def _report(con, table, files, counts_sql, read, accepted, quarantined) -> Inges
         accepted_by_day=by_day,
     )
 
-
-def detect_day_range(con: duckdb.DuckDBPyConnection, source: SourceLayout) -> tuple[date, date]:
-    """The first and last event day of a source directory, over all event types present."""
-    files = [str(f) for t in source.event_types_present() for f in source.checked_files(t)]
-    if not files:
-        raise SourceError(f"no event files in {source.directory}")
-    first_day, last_day = run_sql(con, "source_day_range", files=files).fetchone()
-    if first_day is None:
-        raise SourceError(f"no readable timestamp in the event files of {source.directory}")
-    return first_day, last_day

@@ -1,0 +1,91 @@
+"""The next-event transformer embedder: real small trainings on the tiny planted data set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ubp_pipeline.core.checkpoint import load_checkpoint, save_checkpoint
+from ubp_pipeline.core.device import make_runtime
+from ubp_pipeline.core.embedders.base import FittedEmbedder
+from ubp_pipeline.core.embedders.next_event import NextEventConfig, NextEventEmbedder, product_event_tokens
+from ubp_pipeline.core.embedders.tokens import SequenceInput
+from ubp_pipeline.core.events import EVENT_CODE, PRODUCT_EVENT_TYPES
+from ubp_pipeline.models.next_event_transformer import NextEventTransformer, NextEventTransformerConfig
+
+SMALL = NextEventConfig(
+    d_model=32, n_heads=2, n_layers=2, batch_size=32, learning_rate=3e-3, max_epochs=12, patience=3,
+    validation_fraction=0.2,
+)
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return make_runtime("cpu", seed=0, threads=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_sequences, runtime):
+    embedder = NextEventEmbedder(SMALL)
+    return embedder, embedder.fit(tiny_sequences["train"], runtime)
+
+
+def clients_with_product_events(folder) -> np.ndarray:
+    sequences = SequenceInput.load(folder).sequences
+    owner = np.repeat(np.arange(len(sequences)), sequences.lengths)
+    has_product = np.isin(sequences.event_type, [EVENT_CODE[t] for t in PRODUCT_EVENT_TYPES])
+    return sequences.client_ids[np.unique(owner[has_product])]
+
+
+@pytest.mark.parametrize("folder", ["train", "later"])
+def test_vectors_only_for_users_with_product_events(trained, tiny_sequences, runtime, folder):
+    embedder, fitted = trained
+    embeddings = embedder.embed(fitted, tiny_sequences[folder], runtime)
+    expected = clients_with_product_events(tiny_sequences[folder])
+    assert 0 < len(expected) < len(SequenceInput.load(tiny_sequences[folder]).sequences)  # some users are left out
+    np.testing.assert_array_equal(embeddings.client_ids, expected)
+    assert embeddings.vectors.shape == (len(expected), SMALL.d_model)
+    assert embeddings.vectors.dtype == np.float32
+    assert np.isfinite(embeddings.vectors).all()
+    assert embeddings.vectors.std(axis=0).min() > 0
+
+
+def test_next_category_beats_the_most_frequent_category(trained):
+    """Planted users keep to a few favourite categories, so the history tells the next category."""
+    _, fitted = trained
+    best = next(row for row in fitted.history.epochs if row["epoch"] == fitted.config["best_epoch"])
+    assert best["valid_accuracy_category"] > best["majority_accuracy_category"] + 0.15
+    assert {"valid_accuracy_event_type", "valid_accuracy_price", "majority_accuracy_price"} <= set(best)
+
+
+def test_reloaded_checkpoint_reproduces_embeddings_bit_for_bit(trained, tiny_sequences, runtime, tmp_path):
+    embedder, fitted = trained
+    save_checkpoint(tmp_path / "model", fitted.state, fitted.config)
+    checkpoint = load_checkpoint(tmp_path / "model")
+    reloaded = FittedEmbedder(state=checkpoint.state_dict, config=checkpoint.config)
+    for folder in ("train", "later"):
+        original = embedder.embed(fitted, tiny_sequences[folder], runtime)
+        again = embedder.embed(reloaded, tiny_sequences[folder], runtime)
+        np.testing.assert_array_equal(original.vectors, again.vectors)
+
+
+def test_a_users_vector_does_not_depend_on_its_batch(trained, tiny_sequences):
+    """Right padding under causal attention: a user's last real position never sees the padding after it."""
+    _, fitted = trained
+    net = NextEventTransformer(NextEventTransformerConfig(**fitted.config["net"]))
+    net.load_state_dict({k.removeprefix("net."): v for k, v in fitted.state.items() if k.startswith("net.")})
+    net.eval()
+    data = SequenceInput.load(tiny_sequences["train"])
+    _, tokens = product_event_tokens(data, data.token_space(), SMALL.max_len)
+    order = np.argsort(-tokens.lengths)
+    rows = order[[0, len(order) // 4, len(order) // 2, -1]]
+
+    def last_states(rows: np.ndarray) -> torch.Tensor:
+        batch, lengths = tokens.padded(rows)
+        return net(batch)[torch.arange(len(rows)), lengths - 1]
+
+    with torch.no_grad():
+        together = last_states(rows)
+        alone = torch.cat([last_states(rows[i : i + 1]) for i in range(len(rows))])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
