@@ -10,9 +10,7 @@ from ubp_pipeline.assets.embedders import block_assets
 from ubp_pipeline.assets.evaluation import evaluation_assets
 from ubp_pipeline.assets.features import feature_assets
 from ubp_pipeline.assets.ingest import product_properties, raw_event_assets
-from ubp_pipeline.assets.interpretability import sae_dictionary, sae_feature_annotations, steering_report
 from ubp_pipeline.assets.profiles import profile_assets
-from ubp_pipeline.assets.recommender import sasrec_model
 from ubp_pipeline.assets.sequences import sequence_assets
 from ubp_pipeline.core.block_registry import BLOCKS
 from ubp_pipeline.partitions import daily_partitions
@@ -41,10 +39,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *(asset for spec in BLOCKS.values() for asset in block_assets(spec, daily)),
         *profile_assets(daily),
         *evaluation_assets(settings, daily),
-        sasrec_model,
-        sae_dictionary,
-        sae_feature_annotations,
-        steering_report,
     ]
     ingest_job = dg.define_asset_job(
         "ingest_job",
