@@ -11,7 +11,7 @@ SOURCE ?=
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: setup demo test test-all ui run bench clean
+.PHONY: setup browser demo test test-all ui run bench clean
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,21 @@ $(BIN)/.installed: pyproject.toml Makefile
 
 setup: $(BIN)/.installed
 
+# Debian's Chromium for the browser test (Playwright drives it; no browser download). Without root or apt the test
+# is skipped with its reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)) || \
+	  echo "Chromium could not be installed here: the browser test will be skipped"
+
 demo: setup
 	$(BIN)/ubp demo
 
-test: setup
+test: setup browser
 	$(BIN)/pytest -q -m "not slow"
 
-test-all: setup
+test-all: setup browser
 	$(BIN)/pytest -q
 
 ui: setup

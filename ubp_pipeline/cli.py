@@ -1,4 +1,4 @@
-"""`ubp`: generate demo data, run the main job on the demo or a real source, open the UI."""
+"""`ubp`: generate demo data, run the main job on the demo or a real source, open the UI, recommend with steering."""
 
 import argparse
 import os
@@ -108,6 +108,53 @@ def _export(args: argparse.Namespace) -> None:
     print(f"score them with the official evaluator: see README, 'Scoring with the challenge's evaluator' (--embeddings-dir {out})")
 
 
+def _recommend(args: argparse.Namespace) -> None:
+    """Top-k skus for one client from the stored recommender, before and after steering through SAE features."""
+    from ubp_pipeline.assets.interpretability import SAE_DICTIONARY, SAE_FEATURE_ANNOTATIONS
+    from ubp_pipeline.assets.recommender import SASREC_MODEL
+    from ubp_pipeline.assets.sequences import USER_SEQUENCES
+    from ubp_pipeline.core.sku_recommendations import SteeringRequest, newest_partition, recommend_for_client
+
+    if args.source:
+        _use_source(Path(args.source))
+    artifacts = Settings.from_env().artifact_dir
+    try:
+        result = recommend_for_client(
+            artifacts / SASREC_MODEL,
+            artifacts / SAE_DICTIONARY,
+            artifacts / SAE_FEATURE_ANNOTATIONS,
+            newest_partition(artifacts / USER_SEQUENCES),
+            args.client,
+            [SteeringRequest.parse(text) for text in args.steer],
+            k=args.k,
+            clamp=args.clamp,
+        )
+    except FileNotFoundError as error:
+        sys.exit(f"{error}\nmaterialize the recommender first: `ubp demo` and `ubp run` do (assets group:recommender)")
+    except (KeyError, ValueError) as error:
+        sys.exit(str(error.args[0]))
+    history = result.history["name"]
+    print(f"client {result.client_id}: {len(history)} skus the model knows in user_sequences {result.partition}")
+    print("  newest: " + "; ".join(history.tail(3)))
+    for resolved in result.steerings:
+        steering = resolved.steering
+        print(
+            f"steering feature {steering.feature} ({resolved.label}, monosemanticity {resolved.monosemanticity:.2f}):"
+            f" {steering.mode} {steering.strength:.3g} = {resolved.multiple:g}x its largest activation"
+        )
+    before = result.before["name"].tolist()
+    width = max(map(len, before)) + 3
+    after = before if result.after is None else result.after["name"].tolist()
+    print(f"{'rank':>4}  {'recommended':<{width}}{'' if result.after is None else 'after steering (* = new)'}".rstrip())
+    for rank, (plain, steered) in enumerate(zip(before, after), start=1):
+        mark = "* " if steered not in before else "  "
+        print(f"{rank:>4}  {plain:<{width}}{'' if result.after is None else mark + steered}".rstrip())
+    for resolved in result.steerings:
+        attribute, _, value = resolved.label.partition(":")
+        counts = [int((frame[attribute] == value).sum()) for frame in (result.before, result.after)]
+        print(f"{resolved.label} in the top {args.k}: {counts[0]} before, {counts[1]} after steering")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ubp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="output folder; default: <home>/export/<day>")
     export.add_argument("--source", help="the source directory the profiles were built from (default: the demo)")
     export.set_defaults(handler=_export)
+
+    recommend = commands.add_parser("recommend", help="top-k skus for one client, before and after steering")
+    recommend.add_argument("--client", type=int, required=True, help="client id (history: newest user_sequences day)")
+    recommend.add_argument(
+        "--steer",
+        action="append",
+        default=[],
+        metavar="FEATURE=STRENGTH",
+        help="SAE feature index or label (category:12, price:90-99) = strength in multiples of its largest activation;"
+        " repeatable",
+    )
+    recommend.add_argument("--k", type=int, default=10, help="how many skus to list")
+    recommend.add_argument("--clamp", action="store_true", help="set the features' activations instead of adding")
+    recommend.add_argument("--source", help="the source directory the recommender was built from (default: the demo)")
+    recommend.set_defaults(handler=_recommend)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--source", help="a real source directory (default: the demo data)")

@@ -6,11 +6,14 @@ import warnings
 
 import dagster as dg
 
+from ubp_pipeline.assets import automation
 from ubp_pipeline.assets.embedders import block_assets
 from ubp_pipeline.assets.evaluation import evaluation_assets
 from ubp_pipeline.assets.features import feature_assets
 from ubp_pipeline.assets.ingest import product_properties, raw_event_assets
+from ubp_pipeline.assets.interpretability import sae_dictionary, sae_feature_annotations, steering_report
 from ubp_pipeline.assets.profiles import profile_assets
+from ubp_pipeline.assets.recommender import sasrec_model
 from ubp_pipeline.assets.sequences import sequence_assets
 from ubp_pipeline.core.block_registry import BLOCKS
 from ubp_pipeline.partitions import daily_partitions
@@ -30,6 +33,8 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def build_definitions(settings: Settings) -> dg.Definitions:
     # the lookback/future partition mappings use allow_nonexistent_upstream_partitions, a beta parameter on purpose
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    # daily_refresh_job runs one day at a time; ranges of raw days go through ingest_job's single-run backfill
+    warnings.filterwarnings("ignore", message="Asset job daily_refresh_job materializes assets with varying")
     daily = daily_partitions(settings)
     assets = [
         product_properties,
@@ -39,15 +44,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *(asset for spec in BLOCKS.values() for asset in block_assets(spec, daily)),
         *profile_assets(daily),
         *evaluation_assets(settings, daily),
+        sasrec_model,
+        sae_dictionary,
+        sae_feature_annotations,
+        steering_report,
     ]
-    ingest_job = dg.define_asset_job(
-        "ingest_job",
-        selection=dg.AssetSelection.groups("ingest"),
-        description="Load the catalogue and the selected days of raw events (a range is one run).",
-    )
     return dg.Definitions(
         assets=assets,
-        jobs=[ingest_job],
+        jobs=automation.jobs(),
+        schedules=automation.schedules(daily),
+        sensors=[automation.new_source_files_sensor(daily)],
         resources=default_resources(settings),
         # steps share one process: a fresh interpreter per step would re-import torch for every asset
         executor=dg.in_process_executor,

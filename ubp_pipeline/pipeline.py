@@ -10,6 +10,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from ubp_pipeline.assets.embedders import model_key
+from ubp_pipeline.assets.recommender import RECOMMENDER_GROUP, SASREC_MODEL
 from ubp_pipeline.core.block_registry import BLOCKS
 from ubp_pipeline.runner import materialize
 from ubp_pipeline.settings import Settings
@@ -55,4 +56,6 @@ def run_pipeline(defs: dg.Definitions, settings: Settings, instance: dg.DagsterI
     evaluated = backtest_day(settings)
     if evaluated is not None:
         runs.add(materialize(defs, "group:evaluation", instance, partition=evaluated))
+    recommender_config = {"ops": {SASREC_MODEL: {"config": {"training_day": cutoff}}}}
+    runs.add(materialize(defs, f"group:{RECOMMENDER_GROUP}", instance, run_config=recommender_config))
     return runs

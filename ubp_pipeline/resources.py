@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ubp_pipeline.core.device import TorchRuntime
 
 DUCKDB_POOL = "duckdb"  # one writer at a time: dagster_home/dagster.yaml limits this pool to 1
+# a step that hits a transient failure (a lock held too long, a full disk freed later) is run again
+TRANSIENT_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
 
 class Warehouse(dg.ConfigurableResource):

@@ -2,9 +2,15 @@
 
 import json
 
+import pandas as pd
+
+from ubp_pipeline.assets.interpretability import SAE_DICTIONARY, SAE_FEATURE_ANNOTATIONS, STEERING_REPORT
 from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
+from ubp_pipeline.assets.recommender import SASREC_MODEL
 from ubp_pipeline.assets.sequences import USER_SEQUENCES
+from ubp_pipeline.core.checkpoint import CONFIG_FILE
 from ubp_pipeline.core.profiles import MANIFEST_FILE
+from ubp_pipeline.core.recommender_store import COMPARISON_FILE, load_steering_report
 from ubp_pipeline.core.sequences import read_manifest
 from ubp_pipeline.core.sql import run_sql
 from ubp_pipeline.core.warehouse import connect_warehouse
@@ -45,4 +51,53 @@ def print_summary(settings: Settings, runs: PipelineRuns, seconds: float) -> Non
         print(f"  {day}  {manifest['users']:>8,} users x {manifest['dims']} dims  {_relative(folder)}")
     print("  blocks: " + ", ".join(f"{b['name']} {b['dims']}d ({b['coverage']:.0%} covered)" for b in manifest["blocks"]))
     print(f"  models trained on {manifest['blocks'][0].get('training_day')}, in {_relative(settings.artifact_dir)}/<block>_model/")
+    _print_recommender(settings)
     print("Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the assets, partitions, lineage and runs.")
+
+
+def _print_recommender(settings: Settings) -> None:
+    """Test quality next to popularity, the SAE's fidelity, SAE features vs hidden dimensions, one steering example."""
+    artifacts = settings.artifact_dir
+    if not (artifacts / SASREC_MODEL / CONFIG_FILE).exists():
+        print("sasrec_model: not trained (too little product data on the training day; see the run's log)")
+        return
+    model = json.loads((artifacts / SASREC_MODEL / CONFIG_FILE).read_text())
+    m = model["metrics"]
+    print(
+        f"sasrec_model (trained on {model['training_day']}: {m['users']:,} users, {m['items']:,} skus, "
+        f"{m['training_seconds']:.0f} s on {model['device']})  {_relative(artifacts / SASREC_MODEL)}"
+    )
+    print(
+        f"  leave-one-out test  HR@10 {m['test_hr@10']:.4f}  NDCG@10 {m['test_ndcg@10']:.4f}   "
+        f"popularity  HR@10 {m['popularity_hr@10']:.4f}  NDCG@10 {m['popularity_ndcg@10']:.4f}"
+    )
+    fit = json.loads((artifacts / SAE_DICTIONARY / CONFIG_FILE).read_text())["fit"]
+    holdout, fidelity = fit["holdout"], fit["fidelity"]
+    print(
+        f"  sae_dictionary (layer {fit['layer']}, {fit['n_latents']} latents, k {fit['k']}): explained variance "
+        f"{holdout['explained_variance']:.3f}, L0 {holdout['l0']:.1f}, dead {holdout['dead_fraction']:.1%} of latents "
+        f"on {holdout['tokens']:,.0f} held-out tokens; NDCG@10 spliced {fidelity['ndcg@10_sae']:.4f} "
+        f"({fidelity['ndcg_recovered']:.0%} recovered vs mean ablation)"
+    )
+    comparison = pd.read_parquet(artifacts / SAE_FEATURE_ANNOTATIONS / COMPARISON_FILE)
+    sae, hidden = comparison.loc["sae"], comparison.loc["hidden"]
+    print(
+        f"  monosemanticity, median over reliable features: SAE {sae['median_monosemanticity']:.3f} "
+        f"({sae['reliable']:.0f} features) vs hidden dimensions {hidden['median_monosemanticity']:.3f} "
+        f"({hidden['reliable']:.0f})"
+    )
+    steering = load_steering_report(artifacts / STEERING_REPORT)
+    if steering.empty:
+        print("  steering: no feature fired often enough to steer by")
+        return
+    best = steering.loc[(steering["share_after"] - steering["share_before"]).idxmax(), "feature"]
+    example = steering[steering["feature"] == best]
+    first = example.iloc[0]
+    moves = ", ".join(
+        f"{r.share_after:.2f} at {r.strength_multiple:g}x (NDCG@10 {-r.ndcg_cost:+.4f})" for r in example.itertuples()
+    )
+    print(
+        f"  steering by feature {best} ({first['label']}; the largest effect of {steering['feature'].nunique()} steered"
+        f" features): its top-10 share {first['share_before']:.2f} -> {moves}"
+    )
+    print(f"  try it: ubp recommend --client <client_id> --steer {first['label']}=4")

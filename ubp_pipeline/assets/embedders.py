@@ -1,16 +1,11 @@
 """One model asset and one daily embeddings asset per profile block, made by one factory from the block registry."""
 
-from typing import Any
-
 import dagster as dg
 
+from ubp_pipeline.assets.automation import REFRESH
+from ubp_pipeline.assets.training import ModelTrainingConfig, epoch_logger, training_day
 from ubp_pipeline.core.block_registry import BlockSpec
 from ubp_pipeline.resources import ArtifactStore, TorchDevice
-
-
-class ModelTrainingConfig(dg.Config):
-    training_day: str = ""  # the input partition to train on (YYYY-MM-DD); empty = the newest materialized one
-    overrides: dict[str, Any] = {}  # embedder hyper-parameters to change, e.g. {"max_epochs": 3}
 
 
 def model_key(block: str) -> str:
@@ -19,21 +14,6 @@ def model_key(block: str) -> str:
 
 def embeddings_key(block: str) -> str:
     return f"{block}_embeddings"
-
-
-def _newest_partition(context: dg.AssetExecutionContext, asset: str) -> str:
-    keys = context.instance.get_materialized_partitions(dg.AssetKey(asset))
-    if not keys:
-        raise dg.Failure(f"no partition of {asset} is materialized yet: materialize the day to train on first")
-    return max(keys)
-
-
-def _curve_markdown(history: list[dict[str, float]]) -> str:
-    if not history:
-        return "(no epochs)"
-    columns = list(history[0])
-    rows = [" | ".join(f"{row.get(c, float('nan')):.4g}" for c in columns) for row in history]
-    return "\n".join([" | ".join(columns), " | ".join("---" for _ in columns), *rows])
 
 
 def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -50,18 +30,18 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
     def block_model(
         context: dg.AssetExecutionContext, config: ModelTrainingConfig, artifacts: ArtifactStore, torch_device: TorchDevice
     ) -> dg.MaterializeResult:
-        from ubp_pipeline.core.blocks import train_block
+        import pandas as pd
 
-        day = config.training_day or _newest_partition(context, spec.input_asset)
+        from ubp_pipeline.core.blocks import train_block
+        from ubp_pipeline.core.markdown_tables import markdown_table
+
+        day = training_day(context, config, spec.input_asset)
         runtime = torch_device.runtime()
         context.log.info(f"training {spec.name} on {spec.input_asset} {day} ({runtime.describe()['device_name']})")
-
-        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            context.log.info(f"{spec.name} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-
         out = artifacts.asset_dir(model_key(spec.name))
         trained = train_block(
-            spec, artifacts.partition_dir(spec.input_asset, day), out, runtime, day, config.overrides, log_epoch
+            spec, artifacts.partition_dir(spec.input_asset, day), out, runtime, day, config.overrides,
+            epoch_logger(context, spec.name),
         )
         final = {f"final_{k}": float(v) for k, v in (trained.history[-1] if trained.history else {}).items() if k != "epoch"}
         return dg.MaterializeResult(
@@ -74,7 +54,7 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
                 "training_seconds": trained.provenance["training_seconds"],
                 "device": trained.provenance["device_name"],
                 "epochs": len(trained.history),
-                "training_curve": dg.MetadataValue.md(_curve_markdown(trained.history)),
+                "training_curve": dg.MetadataValue.md(markdown_table(pd.DataFrame(trained.history))),
                 **final,
             }
         )
@@ -87,6 +67,7 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
         kinds={"pytorch", "numpy"},
         code_version=spec.version,
         description=f"{spec.name} vectors of every user active in the lookback window, as of the end of the day.",
+        automation_condition=REFRESH,
     )
     def block_embeddings(
         context: dg.AssetExecutionContext, artifacts: ArtifactStore, torch_device: TorchDevice

@@ -5,10 +5,12 @@ from typing import Literal
 
 import dagster as dg
 
+from ubp_pipeline.assets.automation import REFRESH
+from ubp_pipeline.assets.errors import no_retry_for_bad_input
 from ubp_pipeline.assets.ingest import RAW_EVENT_KEYS, product_properties
 from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
 from ubp_pipeline.partitions import partition_day
-from ubp_pipeline.resources import DUCKDB_POOL, ArtifactStore, EventSource, TorchDevice, Warehouse
+from ubp_pipeline.resources import DUCKDB_POOL, TRANSIENT_RETRY, ArtifactStore, EventSource, TorchDevice, Warehouse
 from ubp_pipeline.settings import Settings
 
 DOWNSTREAM_TARGETS = "downstream_targets"
@@ -32,19 +34,18 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
         group_name="evaluation",
         kinds={"duckdb", "parquet"},
         pool=DUCKDB_POOL,
+        retry_policy=TRANSIENT_RETRY,
         code_version="1",
+        automation_condition=REFRESH,
     )
     def downstream_targets(context: dg.AssetExecutionContext, warehouse: Warehouse, artifacts: ArtifactStore) -> dg.MaterializeResult:
         """Purchases in (D, D+14] (the probe's training labels) and (D+14, D+28] (its scoring labels), and who had
         bought by D (the churn population). Only days with a complete 28-day future exist."""
-        from ubp_pipeline.core.targets import IncompleteFutureError, build_targets
+        from ubp_pipeline.core.targets import build_targets
 
         out = artifacts.partition_dir(DOWNSTREAM_TARGETS, context.partition_key)
-        try:
-            with warehouse.connect() as con:
-                targets = build_targets(con, partition_day(context.partition_key), settings.last_day, out)
-        except IncompleteFutureError as error:
-            raise dg.Failure(str(error)) from error
+        with no_retry_for_bad_input(), warehouse.connect() as con:
+            targets = build_targets(con, partition_day(context.partition_key), settings.last_day, out)
         windows = targets.purchases.groupby("target_window").size().to_dict()
         return dg.MaterializeResult(
             metadata={
@@ -62,7 +63,9 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
         group_name="evaluation",
         kinds={"pytorch", "parquet"},
         pool=DUCKDB_POOL,
+        retry_policy=TRANSIENT_RETRY,
         code_version="1",
+        automation_condition=REFRESH,
     )
     def profile_evaluation(
         context: dg.AssetExecutionContext,
@@ -74,27 +77,24 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
     ) -> dg.MaterializeResult:
         """The challenge's probe protocol on every task for the ensemble, each block alone, the aggregated-features
         baseline and (synthetic data) the planted-truth oracle: a table, per-task metadata and a chart."""
-        from ubp_pipeline.core.evaluation import LeakageError, run_backtest, score_markdown, score_table
+        from ubp_pipeline.core.evaluation import run_backtest, score_markdown, score_table
         from ubp_pipeline.data.synthetic import planted_features
 
         day = partition_day(context.partition_key)
-        try:
-            with warehouse.connect() as con:
-                backtest = run_backtest(
-                    con,
-                    day,
-                    artifacts.partition_dir(UNIVERSAL_PROFILES, context.partition_key),
-                    artifacts.partition_dir(DOWNSTREAM_TARGETS, context.partition_key),
-                    torch_device.runtime(),
-                    artifacts.partition_dir(PROFILE_EVALUATION, context.partition_key),
-                    probe=config.probe,
-                    score_blocks=config.score_blocks,
-                    allow_leakage=config.allow_models_trained_after_day,
-                    oracle=lambda clients: planted_features(source.directory, day, clients),
-                    log=context.log.info,
-                )
-        except LeakageError as error:
-            raise dg.Failure(f"{error}; retrain with training_day <= {day} or set allow_models_trained_after_day") from error
+        with no_retry_for_bad_input(), warehouse.connect() as con:
+            backtest = run_backtest(
+                con,
+                day,
+                artifacts.partition_dir(UNIVERSAL_PROFILES, context.partition_key),
+                artifacts.partition_dir(DOWNSTREAM_TARGETS, context.partition_key),
+                torch_device.runtime(),
+                artifacts.partition_dir(PROFILE_EVALUATION, context.partition_key),
+                probe=config.probe,
+                score_blocks=config.score_blocks,
+                allow_leakage=config.allow_models_trained_after_day,
+                oracle=lambda clients: planted_features(source.directory, day, clients),
+                log=context.log.info,
+            )
         if backtest.leaking_blocks:
             context.log.warning(f"LEAKAGE ACCEPTED: {backtest.leaking_blocks} were trained after {day}")
         wide = score_table(backtest.scores)

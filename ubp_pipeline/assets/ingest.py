@@ -4,10 +4,11 @@ from collections.abc import Callable, Iterator
 
 import dagster as dg
 
+from ubp_pipeline.assets.errors import no_retry_for_bad_input
 from ubp_pipeline.core.events import EVENT_TYPES
 from ubp_pipeline.core.ingest import IngestReport, ReconciliationError, ingest_events, ingest_product_properties
 from ubp_pipeline.partitions import window_days
-from ubp_pipeline.resources import DUCKDB_POOL, EventSource, Warehouse
+from ubp_pipeline.resources import DUCKDB_POOL, TRANSIENT_RETRY, EventSource, Warehouse
 
 MAX_QUARANTINE_SHARE = 0.01  # above this the quarantine check warns: the source is likely broken, not just noisy
 RECONCILES = "rows_reconcile"
@@ -75,11 +76,12 @@ def _check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     group_name="ingest",
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
+    retry_policy=TRANSIENT_RETRY,
     check_specs=_check_specs(PRODUCT_PROPERTIES_KEY),
 )
 def product_properties(warehouse: Warehouse, source: EventSource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """The catalogue: one row per sku with category, price bucket and name codes; bad rows are quarantined."""
-    with warehouse.connect() as con:
+    with no_retry_for_bad_input(), warehouse.connect() as con:
         yield from _ingested(PRODUCT_PROPERTIES_KEY, lambda: ingest_product_properties(con, source.layout()))
 
 
@@ -104,6 +106,7 @@ def raw_event_assets(daily: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=True,
         pool=DUCKDB_POOL,
+        retry_policy=TRANSIENT_RETRY,
     )
     def raw_events(
         context: dg.AssetExecutionContext, warehouse: Warehouse, source: EventSource
@@ -111,7 +114,7 @@ def raw_event_assets(daily: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         """Replace the selected days of each selected event type with the source's rows for those days."""
         first_day, last_day = window_days(context.partition_time_window)
         layout = source.layout()
-        with warehouse.connect() as con:
+        with no_retry_for_bad_input(), warehouse.connect() as con:
             for event_type, key in RAW_EVENT_KEYS.items():
                 if key not in context.selected_asset_keys:
                     continue

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ubp_pipeline.assets.automation import REFRESH
 from ubp_pipeline.assets.embedders import embeddings_key
 from ubp_pipeline.core.block_registry import BLOCKS
 from ubp_pipeline.resources import ArtifactStore, EventSource
@@ -30,6 +31,7 @@ def profile_assets(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         deps=[embeddings_key(name) for name in BLOCKS],
         group_name="profiles",
         kinds={"numpy", "parquet"},
+        automation_condition=REFRESH,
         check_specs=[
             dg.AssetCheckSpec(
                 VALID_SUBMISSION,

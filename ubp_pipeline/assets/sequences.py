@@ -2,10 +2,12 @@
 
 import dagster as dg
 
+from ubp_pipeline.assets.automation import REFRESH
+from ubp_pipeline.assets.errors import no_retry_for_bad_input
 from ubp_pipeline.assets.ingest import RAW_EVENT_KEYS, product_properties
 from ubp_pipeline.core.sequences import SequenceSpec, build_sequences
 from ubp_pipeline.partitions import partition_day
-from ubp_pipeline.resources import DUCKDB_POOL, ArtifactStore, Warehouse
+from ubp_pipeline.resources import DUCKDB_POOL, TRANSIENT_RETRY, ArtifactStore, Warehouse
 from ubp_pipeline.settings import Settings
 
 USER_SEQUENCES = "user_sequences"
@@ -33,7 +35,9 @@ def sequence_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[
         group_name="sequences",
         kinds={"duckdb", "parquet"},
         pool=DUCKDB_POOL,
+        retry_policy=TRANSIENT_RETRY,
         code_version="1",
+        automation_condition=REFRESH,
     )
     def user_sequences(
         context: dg.AssetExecutionContext, config: SequencesConfig, warehouse: Warehouse, artifacts: ArtifactStore
@@ -49,7 +53,7 @@ def sequence_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[
             top_urls=config.top_urls,
         )
         out = artifacts.partition_dir(USER_SEQUENCES, context.partition_key)
-        with warehouse.connect() as con:
+        with no_retry_for_bad_input(), warehouse.connect() as con:
             stats = build_sequences(con, spec, out)
         context.log.info(f"{stats.users} users, {stats.events_kept} events kept of {stats.events_in_window}")
         return dg.MaterializeResult(

@@ -20,6 +20,7 @@ import pandas as pd
 from ubp_pipeline.core.atomic import atomic_dir
 from ubp_pipeline.core.baseline import baseline_features
 from ubp_pipeline.core.device import TorchRuntime
+from ubp_pipeline.core.markdown_tables import markdown_table
 from ubp_pipeline.core.metrics import total_score
 from ubp_pipeline.core.probe import OFFICIAL_PROBE, QUICK_PROBE, ProbeSettings, ProbeTask, run_probe
 from ubp_pipeline.core.profiles import CLIENT_IDS_FILE, EMBEDDINGS_FILE, MANIFEST_FILE
@@ -78,13 +79,9 @@ def score_table(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def score_markdown(scores: pd.DataFrame) -> str:
-    wide = score_table(scores)
     probe = ", ".join(sorted(scores["probe"].unique()))
-    header = ["row", *wide.columns]
-    lines = [" | ".join(header), " | ".join("---" for _ in header)]
-    for name, values in wide.iterrows():
-        lines.append(" | ".join([str(name), *(f"{v:.4f}" for v in values)]))
-    return "\n".join(lines) + f"\n\nprobe: {probe}; task score = AUROC (churn, conversion) or 0.8 AUROC + 0.1 novelty + 0.1 diversity"
+    table = markdown_table(score_table(scores).round(4), index=True)
+    return table + f"\n\nprobe: {probe}; task score = AUROC (churn, conversion) or 0.8 AUROC + 0.1 novelty + 0.1 diversity"
 
 
 def plot_scores(scores: pd.DataFrame, path: str | Path, title: str) -> Path:
@@ -147,7 +144,10 @@ def run_backtest(
     clients, candidates, manifest = profile_candidates(profile_dir)
     leaking = [b["name"] for b in manifest["blocks"] if b.get("training_day", "") > day.isoformat()]
     if leaking and not allow_leakage:
-        raise LeakageError(f"blocks {leaking} were trained on data after {day}: their scores would see the future")
+        raise LeakageError(
+            f"blocks {leaking} were trained on data after {day}: their scores would see the future; retrain with "
+            f"training_day <= {day} or set allow_models_trained_after_day"
+        )
     if not score_blocks:
         candidates = candidates[:1]
     counts = baseline_features(con, day, clients)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,9 +12,30 @@ import duckdb
 from ubp_pipeline.core.sql import run_sql
 
 
+LOCK_WAIT_SECONDS = 600.0
+
+
+def _connect_when_free(path: Path, read_only: bool, config: dict[str, str], wait: float) -> duckdb.DuckDBPyConnection:
+    """DuckDB lets one process write a file at a time; another process waits for the lock instead of failing."""
+    deadline, pause = time.monotonic() + wait, 0.1
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
 @contextmanager
 def connect_warehouse(
-    path: str | Path, *, read_only: bool = False, threads: int = 0, memory_limit: str = ""
+    path: str | Path,
+    *,
+    read_only: bool = False,
+    threads: int = 0,
+    memory_limit: str = "",
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse, creating its tables on first write.
 
@@ -29,7 +51,7 @@ def connect_warehouse(
         config["threads"] = str(threads)
     if memory_limit:
         config["memory_limit"] = memory_limit
-    con = duckdb.connect(str(path), read_only=read_only, config=config)
+    con = _connect_when_free(path, read_only, config, lock_wait_seconds)
     try:
         if not read_only:
             run_sql(con, "schema")

@@ -1,0 +1,136 @@
+"""Concurrency and faults: simultaneous runs, a run killed while training, a transient failure retried."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from tests.conftest import TINY
+from tests.factories import settings_for
+from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.definitions import build_definitions
+from ubp_pipeline.resources import Warehouse
+from ubp_pipeline.runner import materialize
+
+REPO = Path(__file__).resolve().parents[1]
+LAST = TINY.start + timedelta(days=TINY.days - 1)
+
+RUN_SCRIPT = textwrap.dedent(
+    """
+    import sys, dagster as dg
+    from datetime import date
+    from pathlib import Path
+    from tests.factories import settings_for
+    from ubp_pipeline.definitions import build_definitions
+    from ubp_pipeline.runner import materialize
+    source, home, first, last, selection, config = sys.argv[1:7]
+    settings = settings_for(Path(source), Path(home), date.fromisoformat("2022-06-23"), date.fromisoformat("2022-07-13"))
+    with dg.DagsterInstance.get() as instance:
+        result = materialize(build_definitions(settings), selection.split(","), instance,
+                             partition_range=(date.fromisoformat(first), date.fromisoformat(last)) if first else None,
+                             run_config=eval(config))
+    sys.exit(0 if result.success else 1)
+    """
+)
+
+
+def _launch(tmp_path, source, selection, first="", last="", config="None") -> subprocess.Popen:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_SCRIPT, str(source), str(tmp_path / "home"), first, last, selection, config],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _dagster_home(tmp_path) -> None:
+    """The project's instance config (DuckDB pool of one) in a fresh home, its storage created before runs share it."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
+
+
+def test_two_runs_launched_at_once_write_the_warehouse_one_after_the_other(tiny_source, tmp_path):
+    _dagster_home(tmp_path)
+    halves = [("2022-06-23", "2022-07-02"), ("2022-07-03", "2022-07-13")]
+    runs = [_launch(tmp_path, tiny_source, "group:ingest", first, last) for first, last in halves]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    source_rows = len(pd.read_parquet(tiny_source / "page_visit.parquet"))
+    with connect_warehouse(tmp_path / "home" / "warehouse.duckdb", read_only=True) as con:
+        stored = con.execute("SELECT count(*) FROM events WHERE event_type = 'page_visit'").fetchone()[0]
+        refused = con.execute("SELECT count(*) FROM quarantine WHERE source = 'page_visit'").fetchone()[0]
+        days = con.execute("SELECT count(DISTINCT event_date) FROM events").fetchone()[0]
+    assert stored + refused == source_rows and days == TINY.days
+
+
+def _weights_digest(model_dir: Path) -> str:
+    return hashlib.sha256((model_dir / "weights.safetensors").read_bytes()).hexdigest()
+
+
+def test_a_run_killed_while_training_leaves_the_previous_model_and_a_rerun_succeeds(tiny_source, tmp_path):
+    settings = settings_for(tiny_source, tmp_path / "home", TINY.start, LAST)
+    defs = build_definitions(settings)
+    day = (TINY.start + timedelta(days=14)).isoformat()
+    model = "gru_day_event_model"
+    quick = {"ops": {model: {"config": {"training_day": day, "overrides": {"max_epochs": 1}}}}}
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert materialize(defs, "group:ingest", instance, partition_range=(TINY.start, LAST)).success
+        assert materialize(defs, "user_sequences", instance, partition=date.fromisoformat(day)).success
+        assert materialize(defs, model, instance, run_config=quick).success
+    model_dir = settings.artifact_dir / model
+    before = _weights_digest(model_dir)
+
+    _dagster_home(tmp_path)
+    long = {"ops": {model: {"config": {"training_day": day, "overrides": {"max_epochs": 500, "patience": 500}}}}}
+    run = _launch(tmp_path, tiny_source, model, config=repr(long))
+    time.sleep(12)  # imports, then well into the first epochs of a 500-epoch training
+    assert run.poll() is None, run.communicate()[0]
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+
+    assert _weights_digest(model_dir) == before  # the killed run never replaced the stored model
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert materialize(defs, model, instance, run_config=quick).success
+
+
+class FlakyWarehouse(Warehouse):
+    """The first connection fails like a disk hiccup would; later ones work."""
+
+    marker: str
+
+    @contextmanager
+    def connect(self, read_only: bool = False):
+        if not Path(self.marker).exists():
+            Path(self.marker).touch()
+            raise duckdb.IOException("IO Error: could not read from the warehouse file (transient)")
+        with super().connect(read_only) as con:
+            yield con
+
+
+def test_a_transient_failure_is_retried_by_policy(tiny_source, tmp_path):
+    settings = settings_for(tiny_source, tmp_path / "home", TINY.start, LAST)
+    defs = build_definitions(settings)
+    flaky = FlakyWarehouse(path=str(settings.warehouse_path), marker=str(tmp_path / "failed-once"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            assets=list(defs.assets), resources={**defs.resources, "warehouse": flaky},
+            selection="product_properties", instance=instance,
+        )
+        events = [e.event_type_value for e in result.all_events]
+    assert result.success
+    assert "STEP_UP_FOR_RETRY" in events and events.count("STEP_SUCCESS") == 1

@@ -1,0 +1,184 @@
+"""sae_dictionary -> sae_feature_annotations -> steering_report: reading and steering the recommender's hidden states.
+
+All three read the sequences `sasrec_model` was trained on (its training day's `user_sequences` partition, over its
+item vocabulary), so every figure describes the model on its own training data.
+"""
+
+from typing import Any, Literal
+
+import dagster as dg
+
+from ubp_pipeline.assets.recommender import RECOMMENDER_GROUP, SASREC_MODEL, sasrec_model
+from ubp_pipeline.assets.training import epoch_logger
+from ubp_pipeline.assets.sequences import USER_SEQUENCES
+from ubp_pipeline.resources import ArtifactStore, TorchDevice
+
+SAE_DICTIONARY = "sae_dictionary"
+SAE_FEATURE_ANNOTATIONS = "sae_feature_annotations"
+STEERING_REPORT = "steering_report"
+EXPLAINED_VARIANCE = "1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the held-out users' tokens"
+
+
+class SAEDictionaryConfig(dg.Config):
+    layer: int = -1  # the residual stream after this many blocks; negative counts from the end (-1 = after the last)
+    holdout_users: float = 0.1  # share of users whose tokens are kept out of training and measure the SAE
+    overrides: dict[str, Any] = {}  # SAE or training fields, e.g. {"expansion": 4, "k": 8, "epochs": 5}
+
+
+class AnnotationConfig(dg.Config):
+    subject: Literal["next", "current"] = "next"  # label a token by the item predicted there, or the one read there
+    max_tokens: int = 50_000  # tokens sampled for the statistics
+    min_value_tokens: int = 20  # attribute values on fewer tokens are not candidate labels
+    min_fires: int = 100  # features that fired on fewer tokens are not compared or steered (their label is noise)
+
+
+class SteeringConfig(dg.Config):
+    n_features: int = 5  # the most monosemantic reliable features with distinct labels
+    strength_multiples: list[float] = [1.0, 4.0, 16.0]  # in multiples of the feature's largest activation
+    max_users: int = 2_000  # users sampled for the top-10 shares and the NDCG@10
+
+
+@dg.asset(
+    name=SAE_DICTIONARY,
+    deps=[sasrec_model],
+    group_name=RECOMMENDER_GROUP,
+    kinds={"pytorch", "safetensors"},
+    code_version="1",
+)
+def sae_dictionary(
+    context: dg.AssetExecutionContext, config: SAEDictionaryConfig, artifacts: ArtifactStore, torch_device: TorchDevice
+) -> dg.MaterializeResult:
+    """A TopK sparse autoencoder (unit-norm decoder, AuxK) on one SASRec layer's hidden states at every training
+    position: how much of the states it explains, how sparse it is, and how much NDCG@10 survives when its
+    reconstruction replaces the layer."""
+    import pandas as pd
+
+    from ubp_pipeline.core.markdown_tables import markdown_table
+    from ubp_pipeline.core.recommender_stages import fit_dictionary
+
+    out = artifacts.asset_dir(SAE_DICTIONARY)
+    fit = fit_dictionary(
+        artifacts.asset_dir(SASREC_MODEL),
+        artifacts.asset_dir(USER_SEQUENCES),
+        out,
+        torch_device.runtime(),
+        layer=config.layer,
+        holdout_users=config.holdout_users,
+        overrides=config.overrides,
+        callback=epoch_logger(context, "sae"),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "layer": fit.layer,
+            "n_latents": fit.n_latents,
+            "k": fit.k,
+            "explained_variance": fit.holdout["explained_variance"],
+            "explained_variance_formula": EXPLAINED_VARIANCE,
+            "l0": fit.holdout["l0"],
+            "dead_fraction": fit.holdout["dead_fraction"],
+            "dead_fraction_window": f"latents that fire on none of the {fit.holdout['tokens']:,.0f} held-out tokens",
+            "training_dead_fraction": fit.training_dead_fraction,
+            "training_dead_window_tokens": fit.dead_window_tokens,
+            "holdout_tokens": int(fit.holdout["tokens"]),
+            "training_tokens": fit.training_tokens,
+            **fit.fidelity,
+            "ndcg_recovered_formula": "(NDCG_sae - NDCG_mean_ablated) / (NDCG_original - NDCG_mean_ablated)",
+            "training_seconds": fit.training_seconds,
+            "training_curve": dg.MetadataValue.md(markdown_table(pd.DataFrame(fit.history))),
+        }
+    )
+
+
+@dg.asset(
+    name=SAE_FEATURE_ANNOTATIONS,
+    deps=[sae_dictionary],
+    group_name=RECOMMENDER_GROUP,
+    kinds={"pytorch", "parquet"},
+    code_version="1",
+)
+def sae_feature_annotations(
+    config: AnnotationConfig, artifacts: ArtifactStore, torch_device: TorchDevice
+) -> dg.MaterializeResult:
+    """What each live SAE feature means: its top items and sequences, its best category or price-band label with
+    precision, recall, AUROC and a chance-corrected monosemanticity; the same for every hidden dimension (positive
+    and negative part), and the two families compared."""
+    from ubp_pipeline.core.markdown_tables import markdown_table
+    from ubp_pipeline.core.recommender_stages import annotate_dictionary
+
+    out = artifacts.asset_dir(SAE_FEATURE_ANNOTATIONS)
+    annotations = annotate_dictionary(
+        artifacts.asset_dir(SASREC_MODEL),
+        artifacts.asset_dir(SAE_DICTIONARY),
+        artifacts.asset_dir(USER_SEQUENCES),
+        out,
+        torch_device.runtime(),
+        subject=config.subject,
+        max_tokens=config.max_tokens,
+        min_value_tokens=config.min_value_tokens,
+        min_fires=config.min_fires,
+    )
+    comparison = annotations.comparison
+    top = annotations.sae_features[annotations.sae_features["fires"] >= config.min_fires].head(10)
+    columns = ["feature", "label", "monosemanticity", "precision", "recall", "auroc", "fires", "top_items"]
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "live_features": len(annotations.sae_features),
+            "reliable_features": int(comparison.loc["sae", "reliable"]),
+            "median_monosemanticity_sae": float(comparison.loc["sae", "median_monosemanticity"]),
+            "median_monosemanticity_hidden": float(comparison.loc["hidden", "median_monosemanticity"]),
+            "sae_vs_hidden": dg.MetadataValue.md(
+                markdown_table(comparison, index=True)
+                + f"\n\nmedians over features that fired on >= {config.min_fires} of {annotations.settings['tokens']:,}"
+                f" tokens; subject item: {config.subject}; monosemanticity = max over values of (weighted share - base)"
+                " / (1 - base)"
+            ),
+            "top_features": dg.MetadataValue.md(
+                markdown_table(top[columns].assign(top_items=top["top_items"].str.slice(0, 80)))
+            ),
+        }
+    )
+
+
+@dg.asset(
+    name=STEERING_REPORT,
+    deps=[sae_feature_annotations],
+    group_name=RECOMMENDER_GROUP,
+    kinds={"pytorch", "parquet"},
+    code_version="1",
+)
+def steering_report(
+    context: dg.AssetExecutionContext, config: SteeringConfig, artifacts: ArtifactStore, torch_device: TorchDevice
+) -> dg.MaterializeResult:
+    """Steering along the best-annotated SAE features (their decoder direction added at the last position): the share
+    of top-10 recommendations carrying the feature's label before and after, and the NDCG@10 it costs."""
+    from ubp_pipeline.core.markdown_tables import markdown_table
+    from ubp_pipeline.core.recommender_stages import measure_steering
+    from ubp_pipeline.core.recommender_store import STEERING_FILE
+
+    out = artifacts.asset_dir(STEERING_REPORT)
+    report = measure_steering(
+        artifacts.asset_dir(SASREC_MODEL),
+        artifacts.asset_dir(SAE_DICTIONARY),
+        artifacts.asset_dir(SAE_FEATURE_ANNOTATIONS),
+        artifacts.asset_dir(USER_SEQUENCES),
+        out,
+        torch_device.runtime(),
+        n_features=config.n_features,
+        strength_multiples=tuple(config.strength_multiples),
+        max_users=config.max_users,
+    )
+    if report.empty:
+        context.log.warning("no SAE feature fired often enough to be steered: the report is empty")
+    by_strength = report.groupby("strength_multiple")[["share_before", "share_after", "ndcg_cost"]].mean()
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out / STEERING_FILE)),
+            "features_steered": int(report["feature"].nunique()),
+            "steering": dg.MetadataValue.md(markdown_table(report)),
+            **{f"mean_share_after_{m:g}x": float(row.share_after) for m, row in by_strength.iterrows()},
+            **{f"mean_ndcg_cost_{m:g}x": float(row.ndcg_cost) for m, row in by_strength.iterrows()},
+            "mean_share_before": float(report["share_before"].mean()) if len(report) else float("nan"),
+        }
+    )
