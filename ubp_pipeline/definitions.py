@@ -16,6 +16,7 @@ from ubp_pipeline.assets.profiles import profile_assets
 from ubp_pipeline.assets.recommender import sasrec_model
 from ubp_pipeline.assets.sequences import sequence_assets
 from ubp_pipeline.core.block_registry import BLOCKS
+from ubp_pipeline.executors import executor_for
 from ubp_pipeline.partitions import daily_partitions
 from ubp_pipeline.resources import ArtifactStore, EventSource, TorchDevice, Warehouse
 from ubp_pipeline.settings import Settings
@@ -27,6 +28,7 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "artifacts": ArtifactStore(root=str(settings.artifact_dir)),
         "source": EventSource(directory=str(settings.source_dir)),
         "torch_device": TorchDevice(threads=settings.torch_threads),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
 
 
@@ -55,8 +57,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=automation.schedules(daily),
         sensors=[automation.new_source_files_sensor(daily)],
         resources=default_resources(settings),
-        # steps share one process: a fresh interpreter per step would re-import torch for every asset
-        executor=dg.in_process_executor,
+        executor=executor_for(settings.executor),
     )
 
 

@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     from ubp_pipeline.core.device import TorchRuntime
 
 DUCKDB_POOL = "duckdb"  # one writer at a time: dagster_home/dagster.yaml limits this pool to 1
+# Steps that train a neural model: on Kubernetes (k8s_job_executor) their pod asks for a GPU, on Celery they go to
+# the "gpu" queue; on one machine these tags change nothing.
+GPU_STEP_TAGS = {
+    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
+    "dagster-celery/queue": "gpu",
+}
 # a step that hits a transient failure (a lock held too long, a full disk freed later) is run again
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 

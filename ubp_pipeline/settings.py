@@ -29,6 +29,7 @@ class Settings:
     fixed_last_day: date | None  # None = live: yesterday (UTC) at the time of asking
     lookback_days: int
     torch_threads: int = 0  # 0 = one per available core
+    executor: str = "in_process"  # see ubp_pipeline/executors.py
 
     @property
     def last_day(self) -> date:
@@ -63,6 +64,7 @@ class Settings:
             fixed_last_day=None if last_day == LIVE else date.fromisoformat(last_day),
             lookback_days=int(env.get("UBP_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS)),
             torch_threads=int(env.get("UBP_TORCH_THREADS", 0)),
+            executor=env.get("UBP_EXECUTOR", "in_process"),
         )
         if settings.last_day < settings.first_day:
             raise ValueError(f"UBP_LAST_DAY {settings.last_day} is before UBP_FIRST_DAY {settings.first_day}")

@@ -58,6 +58,7 @@ def jobs() -> list:
             RETRAIN_JOB,
             selection=dg.AssetSelection.groups("models", "recommender"),
             description="Retrain every model on the newest materialized sequences day.",
+            tags={"ubp/accelerator": "gpu"},  # deploy/dagster.postgres.yaml caps concurrent GPU runs by this tag
         ),
     ]
 

@@ -1,11 +1,15 @@
 """One model asset and one daily embeddings asset per profile block, made by one factory from the block registry."""
 
+import json
+import os
+import sys
+
 import dagster as dg
 
 from ubp_pipeline.assets.automation import REFRESH
 from ubp_pipeline.assets.training import ModelTrainingConfig, epoch_logger, training_day
 from ubp_pipeline.core.block_registry import BlockSpec
-from ubp_pipeline.resources import ArtifactStore, TorchDevice
+from ubp_pipeline.resources import GPU_STEP_TAGS, ArtifactStore, TorchDevice
 
 
 def model_key(block: str) -> str:
@@ -14,6 +18,22 @@ def model_key(block: str) -> str:
 
 def embeddings_key(block: str) -> str:
     return f"{block}_embeddings"
+
+
+class BlockTrainingConfig(ModelTrainingConfig):
+    ranks: int = 1  # > 1: torchrun starts this many data-parallel processes (GRU and transformer blocks)
+
+
+def _torchrun_command(name: str, config: BlockTrainingConfig, folder, out, day: str, torch_device: TorchDevice) -> list[str]:
+    """torchrun on this machine, one process per rank, each with its share of the CPU threads (or its own GPU)."""
+    threads = torch_device.threads or max(1, len(os.sched_getaffinity(0)) // config.ranks)
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.ranks}",
+        "-m", "ubp_pipeline.distributed.train_block",
+        "--block", name, "--input", str(folder), "--out", str(out), "--training-day", day,
+        "--overrides", json.dumps(config.overrides), "--device", torch_device.preference,
+        "--threads", str(threads), "--seed", str(torch_device.seed),
+    ]
 
 
 def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -26,36 +46,35 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
         kinds={"pytorch", "safetensors"},
         code_version=spec.version,
         description=f"{spec.description} Trained on one `{spec.input_asset}` day (the training cutoff).",
+        op_tags=GPU_STEP_TAGS if spec.distributable else None,
     )
     def block_model(
-        context: dg.AssetExecutionContext, config: ModelTrainingConfig, artifacts: ArtifactStore, torch_device: TorchDevice
+        context: dg.AssetExecutionContext,
+        config: BlockTrainingConfig,
+        artifacts: ArtifactStore,
+        torch_device: TorchDevice,
+        pipes_subprocess_client: dg.PipesSubprocessClient,
     ) -> dg.MaterializeResult:
-        import pandas as pd
-
         from ubp_pipeline.core.blocks import train_block
-        from ubp_pipeline.core.markdown_tables import markdown_table
 
         day = training_day(context, config, spec.input_asset)
+        folder, out = artifacts.partition_dir(spec.input_asset, day), artifacts.asset_dir(model_key(spec.name))
+        if config.ranks > 1:
+            if not spec.distributable:
+                raise dg.Failure(f"{spec.name} does not train data-parallel; materialize it with ranks = 1")
+            command = _torchrun_command(spec.name, config, folder, out, day, torch_device)
+            context.log.info(f"training {spec.name} on {config.ranks} ranks: {' '.join(command)}")
+            return pipes_subprocess_client.run(command=command, context=context).get_materialize_result()
         runtime = torch_device.runtime()
         context.log.info(f"training {spec.name} on {spec.input_asset} {day} ({runtime.describe()['device_name']})")
-        out = artifacts.asset_dir(model_key(spec.name))
-        trained = train_block(
-            spec, artifacts.partition_dir(spec.input_asset, day), out, runtime, day, config.overrides,
-            epoch_logger(context, spec.name),
-        )
-        final = {f"final_{k}": float(v) for k, v in (trained.history[-1] if trained.history else {}).items() if k != "epoch"}
+        trained = train_block(spec, folder, out, runtime, day, config.overrides, epoch_logger(context, spec.name))
+        summary = trained.summary()
+        curve = summary.pop("training_curve")
         return dg.MaterializeResult(
             metadata={
+                **summary,
                 "path": dg.MetadataValue.path(str(out)),
-                "training_cutoff": day,
-                "model_version": trained.provenance["model_version"],
-                "dims": trained.provenance["dims"],
-                "training_users": trained.training_users,
-                "training_seconds": trained.provenance["training_seconds"],
-                "device": trained.provenance["device_name"],
-                "epochs": len(trained.history),
-                "training_curve": dg.MetadataValue.md(markdown_table(pd.DataFrame(trained.history))),
-                **final,
+                "training_curve": dg.MetadataValue.md(curve),
             }
         )
 

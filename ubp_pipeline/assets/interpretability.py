@@ -11,7 +11,7 @@ import dagster as dg
 from ubp_pipeline.assets.recommender import RECOMMENDER_GROUP, SASREC_MODEL, sasrec_model
 from ubp_pipeline.assets.training import epoch_logger
 from ubp_pipeline.assets.sequences import USER_SEQUENCES
-from ubp_pipeline.resources import ArtifactStore, TorchDevice
+from ubp_pipeline.resources import GPU_STEP_TAGS, ArtifactStore, TorchDevice
 
 SAE_DICTIONARY = "sae_dictionary"
 SAE_FEATURE_ANNOTATIONS = "sae_feature_annotations"
@@ -44,6 +44,7 @@ class SteeringConfig(dg.Config):
     group_name=RECOMMENDER_GROUP,
     kinds={"pytorch", "safetensors"},
     code_version="1",
+    op_tags=GPU_STEP_TAGS,
 )
 def sae_dictionary(
     context: dg.AssetExecutionContext, config: SAEDictionaryConfig, artifacts: ArtifactStore, torch_device: TorchDevice

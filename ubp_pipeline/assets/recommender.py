@@ -6,7 +6,7 @@ import dagster as dg
 
 from ubp_pipeline.assets.sequences import USER_SEQUENCES
 from ubp_pipeline.assets.training import ModelTrainingConfig, epoch_logger, training_day
-from ubp_pipeline.resources import ArtifactStore, TorchDevice
+from ubp_pipeline.resources import GPU_STEP_TAGS, ArtifactStore, TorchDevice
 
 SASREC_MODEL = "sasrec_model"
 RECOMMENDER_GROUP = "recommender"
@@ -30,6 +30,7 @@ class SASRecModelConfig(ModelTrainingConfig):
     kinds={"pytorch", "safetensors"},
     code_version="1",
     output_required=False,
+    op_tags=GPU_STEP_TAGS,
 )
 def sasrec_model(
     context: dg.AssetExecutionContext, config: SASRecModelConfig, artifacts: ArtifactStore, torch_device: TorchDevice

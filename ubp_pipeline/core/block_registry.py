@@ -29,6 +29,7 @@ class BlockSpec:
     scaling: Scaling = "l2"
     version: str = "1"
     description: str = ""
+    distributable: bool = False  # its training loop can run data-parallel under torchrun
 
     def build(self, overrides: dict[str, Any] | None = None) -> Embedder:
         """The embedder with this block's params, further overridden field by field (e.g. from run config)."""
@@ -46,6 +47,7 @@ BLOCKS: dict[str, BlockSpec] = {
             input_asset="user_sequences",
             params={"fields": ("days_ago", "event_type"), "max_epochs": 4},
             description="GRU sequence autoencoder over (days before the cut, event type): when and what a user does.",
+            distributable=True,
         ),
         BlockSpec(
             "gru_week_all",
@@ -54,12 +56,14 @@ BLOCKS: dict[str, BlockSpec] = {
             params={"fields": ("weeks_ago", "event_type", "category", "price", "sku", "url")},
             pca_dims=64,
             description="GRU sequence autoencoder over week, event type, category, price, sku and url, PCA to 64.",
+            distributable=True,
         ),
         BlockSpec(
             "next_event",
             "ubp_pipeline.core.embedders.next_event:NextEventEmbedder",
             input_asset="user_sequences",
             description="Causal transformer over product events predicting the next category, event type and price.",
+            distributable=True,
         ),
         BlockSpec(
             "statistics",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import normalize
@@ -24,6 +25,7 @@ from ubp_pipeline.core.block_registry import BlockSpec, Scaling
 from ubp_pipeline.core.checkpoint import load_checkpoint, save_checkpoint
 from ubp_pipeline.core.device import TorchRuntime
 from ubp_pipeline.core.embedders.base import Embeddings, FittedEmbedder
+from ubp_pipeline.core.markdown_tables import markdown_table
 from ubp_pipeline.core.profiles import BlockVectors
 from ubp_pipeline.core.progress import EpochCallback
 
@@ -126,6 +128,22 @@ class TrainedBlock:
     provenance: dict[str, Any]
     history: list[dict[str, float]]
     training_users: int
+
+    def summary(self) -> dict[str, Any]:
+        """What a model materialization reports: plain numbers and strings (the curve as a markdown table)."""
+        final = {f"final_{k}": float(v) for k, v in (self.history[-1] if self.history else {}).items() if k != "epoch"}
+        return {
+            "training_cutoff": self.provenance["training_day"],
+            "model_version": self.provenance["model_version"],
+            "dims": self.provenance["dims"],
+            "training_users": self.training_users,
+            "training_seconds": self.provenance["training_seconds"],
+            "device": self.provenance["device_name"],
+            "ranks": self.provenance["world_size"],
+            "epochs": len(self.history),
+            "training_curve": markdown_table(pd.DataFrame(self.history)),
+            **final,
+        }
 
 
 def train_block(

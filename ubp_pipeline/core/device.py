@@ -22,6 +22,12 @@ class TorchRuntime:
     seed: int
     threads: int
     mixed_precision: bool
+    rank: int = 0  # this process's place in a data-parallel group (torchrun); 0 when training alone
+    world_size: int = 1
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on CUDA (tensor cores); a no-op elsewhere, where bf16 is slower or unsupported."""
@@ -38,6 +44,7 @@ class TorchRuntime:
             "threads": self.threads,
             "seed": self.seed,
             "mixed_precision": self.mixed_precision and self.device.type == "cuda",
+            "world_size": self.world_size,
         }
 
 
@@ -62,11 +69,19 @@ def seed_everything(seed: int) -> None:
 
 
 def make_runtime(
-    preference: DevicePreference = "auto", seed: int = 0, threads: int = 0, mixed_precision: bool = True
+    preference: DevicePreference = "auto",
+    seed: int = 0,
+    threads: int = 0,
+    mixed_precision: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> TorchRuntime:
-    """Pick the device, seed every generator and cap CPU threads (0 = one per available core)."""
+    """Pick the device, seed every generator and cap CPU threads (0 = one per available core).
+
+    Every rank of a data-parallel group gets the same seed, so all start from the same weights and batch order.
+    """
     device = select_device(preference)
     n_threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(n_threads)
     seed_everything(seed)
-    return TorchRuntime(device=device, seed=seed, threads=n_threads, mixed_precision=mixed_precision)
+    return TorchRuntime(device, seed, n_threads, mixed_precision, rank=rank, world_size=world_size)

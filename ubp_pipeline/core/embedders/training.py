@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -84,7 +85,11 @@ def train_with_early_stopping(
     description: str = "train",
 ) -> TrainedModel:
     """Adam on length-bucketed batches of a user split; stops after ``patience`` epochs without a better validation
-    loss and leaves the best epoch's weights in ``model``."""
+    loss and leaves the best epoch's weights in ``model``.
+
+    Under torchrun each rank trains on its share of the batches with averaged gradients, and every rank validates on
+    all held-out users, so all ranks keep identical weights and take the same early-stopping decisions.
+    """
     started = time.perf_counter()
     train_rows, valid_rows = split_rows(len(objective.lengths), settings.validation_fraction, runtime.seed)
     baseline = majority_accuracy(objective.target_tokens(train_rows), objective.target_tokens(valid_rows))
@@ -95,6 +100,7 @@ def train_with_early_stopping(
     for epoch in range(1, settings.max_epochs + 1):
         epoch_started = time.perf_counter()
         batches = [train_rows[b] for b in length_batches(objective.lengths[train_rows], settings.batch_size, rng)]
+        batches = _this_ranks_share(batches, runtime)
         label = f"{description} epoch {epoch}"
         loss_sum, token_count = train_epoch(model, objective, batches, optimizer, runtime, label)
         train_seconds = time.perf_counter() - epoch_started
@@ -116,6 +122,30 @@ def train_with_early_stopping(
     model.load_state_dict(best_state)
     model.eval()
     return TrainedModel(history=history, best_epoch=best_epoch, seconds=time.perf_counter() - started)
+
+
+def _this_ranks_share(batches: list[np.ndarray], runtime: TorchRuntime) -> list[np.ndarray]:
+    """Data parallelism: rank r takes batches r, r + world, ...; every rank takes the same number of batches, since
+    each step waits for all ranks' gradients."""
+    if not runtime.is_distributed:
+        return batches
+    usable = len(batches) // runtime.world_size * runtime.world_size
+    if usable == 0:
+        raise ValueError(f"{len(batches)} training batches cannot be shared by {runtime.world_size} ranks")
+    return batches[runtime.rank : usable : runtime.world_size]
+
+
+def _average_gradients(model: nn.Module, runtime: TorchRuntime) -> None:
+    """All-reduce the gradients of every parameter (zeros where unused) and divide by the number of ranks."""
+    params = list(model.parameters())
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= runtime.world_size
+    offset = 0
+    for param in params:
+        param.grad = flat[offset : offset + param.numel()].view_as(param).clone()
+        offset += param.numel()
 
 
 def train_epoch(
@@ -140,6 +170,8 @@ def train_epoch(
             outcome = objective(model, rows)
         optimizer.zero_grad(set_to_none=True)
         (outcome.loss * (outcome.tokens / events_per_batch)).backward()
+        if runtime.is_distributed:
+            _average_gradients(model, runtime)
         optimizer.step()
         loss_sum += outcome.loss.detach() * outcome.tokens
         token_count += outcome.tokens

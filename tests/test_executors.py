@@ -1,0 +1,44 @@
+"""The command line as a user runs it, with the process-per-step executor: `dagster asset materialize ...`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.executors import executor_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_dagster_cli_materializes_a_partition_with_the_multiprocess_executor(tiny_source, tmp_path):
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "UBP_SOURCE_DIR": str(tiny_source),
+        "UBP_HOME": str(tmp_path / "home"),
+        "UBP_FIRST_DAY": TINY.start.isoformat(),
+        "UBP_LAST_DAY": (TINY.start + timedelta(days=TINY.days - 1)).isoformat(),
+        "UBP_EXECUTOR": "multiprocess",
+    }
+    (tmp_path / "dagster_home").mkdir()
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "asset", "materialize", "-m", "ubp_pipeline.definitions",
+               "--select", "product_properties,raw_product_buy", "--partition", "2022-06-30"]
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "multiprocess" in done.stdout + done.stderr  # the steps ran in child processes
+    with connect_warehouse(tmp_path / "home" / "warehouse.duckdb", read_only=True) as con:
+        days = con.execute("SELECT list(DISTINCT CAST(event_date AS VARCHAR)) FROM events").fetchone()[0]
+    assert days == ["2022-06-30"]
+
+
+def test_an_unknown_executor_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="in_process, multiprocess, k8s, celery"):
+        executor_for("threads")

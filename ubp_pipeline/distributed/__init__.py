@@ -1,0 +1,1 @@
+"""Multi-process training launched with torchrun, reporting back to Dagster through dagster-pipes."""

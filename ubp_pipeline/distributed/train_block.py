@@ -1,0 +1,75 @@
+"""Train one profile block data-parallel: `torchrun --nproc_per_node N -m ubp_pipeline.distributed.train_block ...`.
+
+Every rank trains on its share of the batches (gloo on CPU, nccl on GPUs); rank 0 alone stores the model and, when
+Dagster launched the command through dagster-pipes, reports the materialization with the model's metadata.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+from ubp_pipeline.core.block_registry import BLOCKS
+from ubp_pipeline.core.blocks import train_block
+from ubp_pipeline.core.device import make_runtime
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--block", required=True, choices=sorted(BLOCKS))
+    parser.add_argument("--input", required=True, type=Path, help="the input partition folder to train on")
+    parser.add_argument("--out", required=True, type=Path, help="the model folder (replaced atomically by rank 0)")
+    parser.add_argument("--training-day", required=True)
+    parser.add_argument("--overrides", default="{}", help="JSON of hyper-parameters to change")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per rank")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def _train_as_rank_zero(args: argparse.Namespace, runtime) -> None:
+    spec, overrides = BLOCKS[args.block], json.loads(args.overrides)
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:  # run by hand, not launched by Dagster
+        train_block(spec, args.input, args.out, runtime, args.training_day, overrides)
+        return
+    with open_dagster_pipes() as pipes:
+        trained = train_block(
+            spec, args.input, args.out, runtime, args.training_day, overrides,
+            lambda epoch, metrics: pipes.log.info(f"{args.block} epoch {epoch}: {metrics}"),
+        )
+        summary = trained.summary()
+        curve = summary.pop("training_curve")
+        pipes.report_asset_materialization(
+            metadata={
+                **summary,
+                "path": {"raw_value": str(args.out), "type": "path"},
+                "training_curve": {"raw_value": curve, "type": "md"},
+                "reported_by_rank": runtime.rank,
+            }
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    on_gpu = args.device != "cpu" and torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if on_gpu else "gloo")
+    try:
+        runtime = make_runtime(
+            args.device, seed=args.seed, threads=args.threads, rank=dist.get_rank(), world_size=dist.get_world_size()
+        )
+        if runtime.rank == 0:
+            _train_as_rank_zero(args, runtime)
+        else:
+            BLOCKS[args.block].build(json.loads(args.overrides)).fit(args.input, runtime)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
