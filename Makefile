@@ -48,6 +48,9 @@ run: setup
 
 bench: setup
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_probe.py
+	$(BIN)/python bench/bench_gru.py
+	$(BIN)/python bench/bench_recommender.py
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from hardware import cpu_model, peak_rss_mib
 
 from ubp_pipeline.core.atomic import atomic_path
 from ubp_pipeline.core.device import make_runtime
@@ -57,15 +57,8 @@ CONFIG = GRUAutoencoderConfig()  # the demo configuration
 SEED = 0
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclass

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hardware import cpu_model
+
 from ubp_pipeline.core.atomic import atomic_path
 from ubp_pipeline.core.device import make_runtime
 from ubp_pipeline.core.probe import OFFICIAL_PROBE, QUICK_PROBE, ProbeSettings, ProbeTask, run_probe
@@ -35,11 +37,6 @@ RESULTS = Path(__file__).parent / "results"
 TIMED_USERS = {OFFICIAL_PROBE.label: 384, QUICK_PROBE.label: 2560}  # whole batches of 128; a few s per official run
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def synthetic_task(n_users: int) -> tuple[np.ndarray, ProbeTask]:

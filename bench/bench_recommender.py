@@ -27,8 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_probe import cpu_model  # noqa: E402  (the machine description every bench shares)
+from hardware import cpu_model
 
 from ubp_pipeline.core.annotation import (
     annotate_hidden_dimensions,

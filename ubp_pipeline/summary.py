@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 
+from ubp_pipeline.assets.evaluation import PROFILE_EVALUATION
 from ubp_pipeline.assets.interpretability import SAE_DICTIONARY, SAE_FEATURE_ANNOTATIONS, STEERING_REPORT
 from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
 from ubp_pipeline.assets.recommender import SASREC_MODEL
@@ -14,7 +15,7 @@ from ubp_pipeline.core.recommender_store import COMPARISON_FILE, load_steering_r
 from ubp_pipeline.core.sequences import read_manifest
 from ubp_pipeline.core.sql import run_sql
 from ubp_pipeline.core.warehouse import connect_warehouse
-from ubp_pipeline.pipeline import PipelineRuns, as_of_days
+from ubp_pipeline.pipeline import BACKTEST_HORIZON_DAYS, PipelineRuns, as_of_days, backtest_day
 from ubp_pipeline.settings import Settings
 
 
@@ -51,8 +52,20 @@ def print_summary(settings: Settings, runs: PipelineRuns, seconds: float) -> Non
         print(f"  {day}  {manifest['users']:>8,} users x {manifest['dims']} dims  {_relative(folder)}")
     print("  blocks: " + ", ".join(f"{b['name']} {b['dims']}d ({b['coverage']:.0%} covered)" for b in manifest["blocks"]))
     print(f"  models trained on {manifest['blocks'][0].get('training_day')}, in {_relative(settings.artifact_dir)}/<block>_model/")
+    _print_evaluation(settings)
     _print_recommender(settings)
     print("Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the assets, partitions, lineage and runs.")
+
+
+def _print_evaluation(settings: Settings) -> None:
+    day = backtest_day(settings)
+    if day is None:
+        print(f"profile_evaluation: none (the data has no day with a complete {BACKTEST_HORIZON_DAYS}-day future)")
+        return
+    folder = settings.artifact_dir / PROFILE_EVALUATION / day.isoformat()
+    print(f"profile_evaluation as of {day} (scores; chart {_relative(folder / 'scores.png')})")
+    for line in (folder / "scores.md").read_text().splitlines():
+        print(f"  {line}")
 
 
 def _print_recommender(settings: Settings) -> None:
