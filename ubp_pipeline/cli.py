@@ -86,6 +86,7 @@ def _export(args: argparse.Namespace) -> None:
     import shutil
 
     from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
+    from ubp_pipeline.core.atomic import atomic_path
     from ubp_pipeline.core.profiles import CLIENT_IDS_FILE, EMBEDDINGS_FILE, validate_profiles
     from ubp_pipeline.core.source import SourceLayout, load_relevant_clients
 
@@ -99,7 +100,8 @@ def _export(args: argparse.Namespace) -> None:
     out = Path(args.out or settings.home / "export" / day)
     out.mkdir(parents=True, exist_ok=True)
     for name in (CLIENT_IDS_FILE, EMBEDDINGS_FILE):
-        shutil.copyfile(folder / name, out / name)
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(folder / name, tmp)
     relevant = load_relevant_clients(SourceLayout(settings.source_dir), fallback=[])
     problems = validate_profiles(out, relevant if len(relevant) else None)
     if problems:

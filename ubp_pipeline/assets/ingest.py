@@ -24,6 +24,7 @@ def _report_metadata(report: IngestReport) -> dict:
         "accepted_rows": report.accepted_rows,
         "quarantined_rows": report.quarantined_rows,
         "quarantined_by_reason": dg.MetadataValue.json(report.quarantined_by_reason),
+        "accepted_by_day": dg.MetadataValue.json(report.accepted_by_day),
         "quarantine_share": report.quarantine_share,
         "source_files": dg.MetadataValue.json(report.files[:50]),
         "n_source_files": len(report.files),
