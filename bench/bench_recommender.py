@@ -19,11 +19,9 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 

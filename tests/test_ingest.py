@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tests.factories import CATALOGUE, codes, event_frame, settings_for, write_source, write_table
+from tests.factories import codes, event_frame, settings_for, write_source, write_table
 from ubp_pipeline.core import ingest as ingest_module
 from ubp_pipeline.core.ingest import ReconciliationError, ingest_events, ingest_product_properties
 from ubp_pipeline.core.source import SourceError, SourceLayout

@@ -3,13 +3,18 @@ side by side in one flat dict of tensors, so that embedding any later day tokeni
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ubp_pipeline.core.device import TorchRuntime
+from ubp_pipeline.core.embedders.base import FittedEmbedder
 from ubp_pipeline.core.embedders.tokens import TokenSpace
+from ubp_pipeline.core.embedders.training import TrainedModel
 from ubp_pipeline.core.sequences import read_manifest
 
 NET_PREFIX = "net."
@@ -34,3 +39,27 @@ def token_space_of(state: dict[str, torch.Tensor], lookback_days: int) -> TokenS
 def training_cutoff(folder: Path) -> str:
     """The as-of day of the sequences a model was trained on: recorded so no one embeds an earlier day with it."""
     return str(read_manifest(folder)["spec"]["as_of"])
+
+
+def fitted_embedder(
+    embedder_config: Any,
+    net: nn.Module,
+    net_config: Any,
+    space: TokenSpace,
+    folder: Path,
+    trained: TrainedModel,
+    runtime: TorchRuntime,
+    **extra: Any,
+) -> FittedEmbedder:
+    """Weights + vocabularies as the state; both configs, the cutoff and how training went as the JSON config."""
+    config = {
+        "embedder": asdict(embedder_config),
+        "net": asdict(net_config),
+        "lookback_days": space.lookback_days,
+        "trained_as_of": training_cutoff(folder),
+        "best_epoch": trained.best_epoch,
+        "training_seconds": trained.seconds,
+        "runtime": runtime.describe(),
+        **extra,
+    }
+    return FittedEmbedder(state=fitted_state(net, space), config=config, history=trained.history)

@@ -7,7 +7,7 @@ and early stopping watches held-out users. The method's variants differ only in 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 from ubp_pipeline.core.device import TorchRuntime
 from ubp_pipeline.core.embedders.base import Embedder, Embeddings, FittedEmbedder
 from ubp_pipeline.core.embedders.batching import RaggedTokens, length_batches
-from ubp_pipeline.core.embedders.fitted_state import fitted_state, load_net_weights, token_space_of, training_cutoff
+from ubp_pipeline.core.embedders.fitted_state import fitted_embedder, load_net_weights, token_space_of
 from ubp_pipeline.core.embedders.tokens import SequenceInput, TokenSpace
 from ubp_pipeline.core.embedders.training import BatchOutcome, classification_outcome, train_with_early_stopping
 from ubp_pipeline.core.progress import EpochCallback
@@ -111,16 +111,7 @@ class GRUAutoencoderEmbedder(Embedder):
         net = GRUAutoencoderNet(net_config).to(runtime.device)
         objective = ReconstructionObjective(ragged_tokens(data, space, fields), fields, runtime.device)
         trained = train_with_early_stopping(net, objective, self.config, runtime, on_epoch, "gru_autoencoder")
-        config = {
-            "embedder": asdict(self.config),
-            "net": asdict(net_config),
-            "lookback_days": space.lookback_days,
-            "trained_as_of": training_cutoff(folder),
-            "best_epoch": trained.best_epoch,
-            "training_seconds": trained.seconds,
-            "runtime": runtime.describe(),
-        }
-        return FittedEmbedder(state=fitted_state(net, space), config=config, history=trained.history)
+        return fitted_embedder(self.config, net, net_config, space, folder, trained, runtime)
 
     @torch.no_grad()
     def embed(self, fitted: FittedEmbedder, folder: Path, runtime: TorchRuntime) -> Embeddings:

@@ -7,7 +7,7 @@ at every position it predicts the next event's category, event type and price bu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 from ubp_pipeline.core.device import TorchRuntime
 from ubp_pipeline.core.embedders.base import Embedder, Embeddings, FittedEmbedder
 from ubp_pipeline.core.embedders.batching import RaggedTokens, length_batches
-from ubp_pipeline.core.embedders.fitted_state import fitted_state, load_net_weights, token_space_of, training_cutoff
+from ubp_pipeline.core.embedders.fitted_state import fitted_embedder, load_net_weights, token_space_of
 from ubp_pipeline.core.embedders.tokens import SequenceInput, TokenSpace
 from ubp_pipeline.core.embedders.training import BatchOutcome, classification_outcome, train_with_early_stopping
 from ubp_pipeline.core.events import EVENT_CODE, PRODUCT_EVENT_TYPES
@@ -110,17 +110,9 @@ class NextEventEmbedder(Embedder):
         torch.manual_seed(runtime.seed)
         net = NextEventTransformer(net_config).to(runtime.device)
         trained = train_with_early_stopping(net, objective, self.config, runtime, on_epoch, "next_event")
-        config = {
-            "embedder": asdict(self.config),
-            "net": asdict(net_config),
-            "lookback_days": space.lookback_days,
-            "trained_as_of": training_cutoff(folder),
-            "training_users": len(objective.rows),
-            "best_epoch": trained.best_epoch,
-            "training_seconds": trained.seconds,
-            "runtime": runtime.describe(),
-        }
-        return FittedEmbedder(state=fitted_state(net, space), config=config, history=trained.history)
+        return fitted_embedder(
+            self.config, net, net_config, space, folder, trained, runtime, training_users=len(objective.rows)
+        )
 
     @torch.no_grad()
     def embed(self, fitted: FittedEmbedder, folder: Path, runtime: TorchRuntime) -> Embeddings:
