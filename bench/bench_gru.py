@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hardware import cpu_model, peak_rss_mib
+from hardware import describe, load_average, peak_rss_mib
 
 from ubp_pipeline.core.atomic import atomic_path
 from ubp_pipeline.core.device import make_runtime
@@ -337,7 +335,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy shared 2-core machine")
     parser.add_argument("--fits", nargs="*", default=[*GRU_VARIANTS, "next_event"], help="embedders to fit on the demo")
     args = parser.parse_args()
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     runs = []
     for repeat in range(args.repeats):
         for method in ("bucketed", "padded"):
@@ -351,15 +349,7 @@ def main() -> None:
         print("fit", name, fits[-1]["fit_seconds"], flush=True)
     stats = read_manifest(DEMO)["stats"]
     report = {
-        "hardware": {
-            "cpu_model": cpu_model(),
-            "cores": len(os.sched_getaffinity(0)),
-            "threads": args.threads,
-            "machine": platform.machine(),
-            "torch": torch.__version__,
-            "load_average_before": load_before,
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "hardware": describe(args.threads, load_before),
         "data": (
             f"{DEMO} ({stats['users']} users, {stats['events_kept']} events, length p50 {stats['length_p50']}, "
             f"p90 {stats['length_p90']}, max {stats['length_max']})"

@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from hardware import cpu_model
+from hardware import describe, load_average
 
 from ubp_pipeline.core.annotation import (
     annotate_hidden_dimensions,
@@ -201,7 +198,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
 
     split = leave_one_out(load_movielens_100k())
     popularity = evaluate_full_ranking(popularity_scorer(split.train), split.test)
@@ -238,15 +235,7 @@ def main() -> None:
         ["feature", "label", "monosemanticity", "precision", "recall", "auroc", "fires", "top_items"]
     ].assign(top_items=lambda table: table["top_items"].str.slice(0, 70))
     report = {
-        "hardware": {
-            "cpu_model": cpu_model(),
-            "cores": len(os.sched_getaffinity(0)),
-            "threads": args.threads,
-            "machine": platform.machine(),
-            "torch": torch.__version__,
-            "load_average_before": load_before,
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "hardware": describe(args.threads, load_before),
         "method": (
             "MovieLens-100k from the recbole 1.2.1 wheel (100,000 ratings, 943 users, 1,682 items), ordered by "
             "timestamp with file order breaking ties; leave-one-out (last item test, second-to-last validation); "

@@ -23,3 +23,18 @@ def load_average() -> list[float]:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def describe(threads: int, load_before: list[float]) -> dict:
+    """The hardware block of a result file: CPU, cores, torch threads and version, load around the run."""
+    import torch
+
+    return {
+        "cpu_model": cpu_model(),
+        "cores": cores(),
+        "threads": threads,
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 
@@ -61,3 +62,16 @@ def settings_for(source: Path, home: Path, first_day: date, last_day: date, look
         source_dir=source, home=home, first_day=first_day, fixed_last_day=last_day, lookback_days=lookback_days,
         torch_threads=1,  # tiny models gain nothing from more threads, and on a busy machine extra threads only wait
     )
+
+
+def pipeline_env(source: Path, root: Path, first_day: date, last_day: date, **extra: str) -> dict[str, str]:
+    """Environment for a `dagster` or `ubp` subprocess over ``source``, with its homes under ``root``."""
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "UBP_SOURCE_DIR": str(source),
+        "UBP_HOME": str(root / "home"),
+        "UBP_FIRST_DAY": first_day.isoformat(),
+        "UBP_LAST_DAY": last_day.isoformat(),
+        **extra,
+    }

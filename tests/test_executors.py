@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY
+from tests.factories import pipeline_env
 from ubp_pipeline.core.warehouse import connect_warehouse
 from ubp_pipeline.executors import executor_for
 
@@ -18,15 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_dagster_cli_materializes_a_partition_with_the_multiprocess_executor(tiny_source, tmp_path):
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "UBP_SOURCE_DIR": str(tiny_source),
-        "UBP_HOME": str(tmp_path / "home"),
-        "UBP_FIRST_DAY": TINY.start.isoformat(),
-        "UBP_LAST_DAY": (TINY.start + timedelta(days=TINY.days - 1)).isoformat(),
-        "UBP_EXECUTOR": "multiprocess",
-    }
+    last_day = TINY.start + timedelta(days=TINY.days - 1)
+    env = pipeline_env(tiny_source, tmp_path, TINY.start, last_day, UBP_EXECUTOR="multiprocess")
     (tmp_path / "dagster_home").mkdir()
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "asset", "materialize", "-m", "ubp_pipeline.definitions",

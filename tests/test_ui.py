@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY
+from tests.factories import pipeline_env
 from ubp_pipeline.core.warehouse import connect_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,15 +50,7 @@ def ui(tiny_source, tmp_path_factory):
     (root / "dagster_home").mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", root / "dagster_home")
     port = _free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(root / "dagster_home"),
-        "UBP_SOURCE_DIR": str(tiny_source),
-        "UBP_HOME": str(root / "home"),
-        "UBP_FIRST_DAY": TINY.start.isoformat(),
-        "UBP_LAST_DAY": (TINY.start + timedelta(days=TINY.days - 1)).isoformat(),
-        "UBP_TORCH_THREADS": "1",
-    }
+    env = pipeline_env(tiny_source, root, TINY.start, TINY.start + timedelta(days=TINY.days - 1), UBP_TORCH_THREADS="1")
     dagster = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "dagster"
     server = subprocess.Popen(
         [str(dagster if dagster.exists() else "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-m", "ubp_pipeline.definitions"],
