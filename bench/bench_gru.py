@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from hardware import describe, load_average, peak_rss_mib
 
-from ubp_pipeline.core.atomic import atomic_path
-from ubp_pipeline.core.device import make_runtime
-from ubp_pipeline.core.embedders.batching import RaggedTokens, length_batches
-from ubp_pipeline.core.embedders.gru_autoencoder import (
+from ubp_pipeline.core.common.atomic import atomic_path
+from ubp_pipeline.core.common.device import make_runtime
+from ubp_pipeline.core.profiles.embedders.batching import RaggedTokens, length_batches
+from ubp_pipeline.core.profiles.embedders.gru_autoencoder import (
     GRU_VARIANTS,
     GRUAutoencoderConfig,
     GRUAutoencoderEmbedder,
@@ -43,11 +42,11 @@ from ubp_pipeline.core.embedders.gru_autoencoder import (
     most_frequent,
     ragged_tokens,
 )
-from ubp_pipeline.core.embedders.next_event import NextEventEmbedder
-from ubp_pipeline.core.embedders.tokens import SequenceInput
-from ubp_pipeline.core.embedders.training import BatchOutcome, evaluate, split_rows, train_epoch
-from ubp_pipeline.core.sequences import read_manifest
-from ubp_pipeline.core.vocabulary import PAD
+from ubp_pipeline.core.profiles.embedders.next_event import NextEventEmbedder
+from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
+from ubp_pipeline.core.profiles.embedders.training import BatchOutcome, evaluate, split_rows, train_epoch
+from ubp_pipeline.core.sequences.user_sequences import read_manifest
+from ubp_pipeline.core.sequences.vocabulary import PAD
 from ubp_pipeline.models.gru_autoencoder import GRUAutoencoderNet, GRUAutoencoderNetConfig
 
 DEMO = Path("data/demo/artifacts/user_sequences/2022-09-22")

@@ -32,10 +32,10 @@ MAX_EVENTS = 128
 
 
 def stage_ingest(source: Path, warehouse: Path) -> dict:
-    from ubp_pipeline.core.events import EVENT_TYPES
-    from ubp_pipeline.core.ingest import ingest_events, ingest_product_properties
-    from ubp_pipeline.core.source import SourceLayout
-    from ubp_pipeline.core.warehouse import connect_warehouse
+    from ubp_pipeline.core.warehouse.database import connect_warehouse
+    from ubp_pipeline.core.warehouse.events import EVENT_TYPES
+    from ubp_pipeline.core.warehouse.ingest import ingest_events, ingest_product_properties
+    from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 
     warehouse.unlink(missing_ok=True)
     layout = SourceLayout(source)
@@ -49,8 +49,8 @@ def stage_ingest(source: Path, warehouse: Path) -> dict:
 
 
 def stage_sequences(warehouse: Path, out: Path) -> dict:
-    from ubp_pipeline.core.sequences import SequenceSpec, build_sequences
-    from ubp_pipeline.core.warehouse import connect_warehouse
+    from ubp_pipeline.core.sequences.user_sequences import SequenceSpec, build_sequences
+    from ubp_pipeline.core.warehouse.database import connect_warehouse
 
     started = time.perf_counter()
     with connect_warehouse(warehouse, read_only=True) as con:
@@ -63,7 +63,7 @@ def stage_pandas(source: Path, out: Path) -> dict:
     import numpy as np
     import pandas as pd
 
-    from ubp_pipeline.core.events import EVENT_CODE, EVENT_TYPES
+    from ubp_pipeline.core.warehouse.events import EVENT_CODE, EVENT_TYPES
 
     started = time.perf_counter()
     catalogue = pd.read_parquet(source / "product_properties.parquet", columns=["sku", "category", "price"])
@@ -150,7 +150,8 @@ def _markdown(result: dict) -> str:
     lines = [
         f"Ingest + sequence building, medians of {result['sizes'][0]['repeats']} runs on {hw['cpu']} ({hw['cores']} cores, no GPU).",
         "",
-        "| source events | ingest s | sequences s | end-to-end events/s | pandas sequences s | pandas / DuckDB sequences | pandas / DuckDB ingest+sequences | peak RSS MB (ingest / sequences / pandas) |",
+        "| source events | ingest s | sequences s | end-to-end events/s | pandas sequences s | pandas / DuckDB sequences "
+        "| pandas / DuckDB ingest+sequences | peak RSS MB (ingest / sequences / pandas) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["sizes"]:

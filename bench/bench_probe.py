@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from hardware import cpu_model
 
-from ubp_pipeline.core.atomic import atomic_path
-from ubp_pipeline.core.device import make_runtime
-from ubp_pipeline.core.probe import OFFICIAL_PROBE, QUICK_PROBE, ProbeSettings, ProbeTask, run_probe
+from ubp_pipeline.core.common.atomic import atomic_path
+from ubp_pipeline.core.common.device import make_runtime
+from ubp_pipeline.core.evaluation.probe import OFFICIAL_PROBE, QUICK_PROBE, ProbeSettings, ProbeTask, run_probe
 from ubp_pipeline.models.probe import ProbeNet, ProbeNetConfig
 
 INPUT_DIM = 2048  # the challenge's maximum embedding width: the worst case for the input projection

@@ -21,26 +21,25 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
 from hardware import describe, load_average
 
-from ubp_pipeline.core.annotation import (
+from ubp_pipeline.core.common.atomic import atomic_path
+from ubp_pipeline.core.common.device import make_runtime
+from ubp_pipeline.core.recommender.annotation import (
     annotate_hidden_dimensions,
     annotate_sae_features,
     compare_monosemanticity,
     reliable_features,
 )
-from ubp_pipeline.core.atomic import atomic_path
-from ubp_pipeline.core.device import make_runtime
-from ubp_pipeline.core.item_sequences import LeaveOneOutSplit, leave_one_out
-from ubp_pipeline.core.recommender import (
+from ubp_pipeline.core.recommender.item_sequences import LeaveOneOutSplit, leave_one_out
+from ubp_pipeline.core.recommender.ranking import (
     SASRecTrainingConfig,
     evaluate_full_ranking,
     popularity_scorer,
     sasrec_scorer,
     train_sasrec,
 )
-from ubp_pipeline.core.sae_training import (
+from ubp_pipeline.core.recommender.sae_training import (
     HiddenStates,
     SAETrainingConfig,
     collect_hidden_states,
@@ -48,7 +47,7 @@ from ubp_pipeline.core.sae_training import (
     splice_fidelity,
     train_sae,
 )
-from ubp_pipeline.core.steering import steering_report
+from ubp_pipeline.core.recommender.steering import steering_report
 from ubp_pipeline.data.movielens import load_movielens_100k
 from ubp_pipeline.models.sae import SAEConfig, TopKSAE
 from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
@@ -250,7 +249,7 @@ def main() -> None:
         "monosemanticity_definition": (
             "Per feature: max over attribute values of (weighted share - base) / (1 - base), weighted share = share "
             "of the feature's total activation on tokens whose subject item has the value, base = share of all "
-            "tokens with it (ubp_pipeline/core/annotation.py). Subject item = the item at the position (current) "
+            "tokens with it (ubp_pipeline/core/recommender/annotation.py). Subject item = the item at the position (current) "
             "or the one that followed (next). Also listed: the same chance correction over each feature's 100 "
             "strongest tokens (top), best AUROC and best F1 over values, precision of the label value. 50,000 "
             "sampled tokens; medians over reliable features (fired on >= 100 of them)."

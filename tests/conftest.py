@@ -10,12 +10,12 @@ import dagster as dg
 import pytest
 
 from tests.factories import settings_for
-from ubp_pipeline.core.events import EVENT_TYPES
-from ubp_pipeline.core.ingest import ingest_events, ingest_product_properties
-from ubp_pipeline.core.sequences import SequenceSpec, build_sequences
-from ubp_pipeline.core.source import SourceLayout
-from ubp_pipeline.core.stat_features import build_stat_features
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.sequences.stat_features import build_stat_features
+from ubp_pipeline.core.sequences.user_sequences import SequenceSpec, build_sequences
+from ubp_pipeline.core.warehouse.database import connect_warehouse
+from ubp_pipeline.core.warehouse.events import EVENT_TYPES
+from ubp_pipeline.core.warehouse.ingest import ingest_events, ingest_product_properties
+from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
 

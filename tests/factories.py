@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ubp_pipeline.core.events import EVENT_TYPES, format_codes
+from ubp_pipeline.core.warehouse.events import EVENT_TYPES, format_codes
 from ubp_pipeline.settings import Settings
 
 

@@ -13,10 +13,15 @@ from functools import cache
 import numpy as np
 import torch
 
-from ubp_pipeline.core.device import TorchRuntime, make_runtime
-from ubp_pipeline.core.item_sequences import ItemSequences, LeaveOneOutSplit, build_item_sequences, leave_one_out
-from ubp_pipeline.core.recommender import SASRecTrainingConfig, TrainedSASRec, train_sasrec
-from ubp_pipeline.core.sae_training import HiddenStates, SAETrainingConfig, collect_hidden_states, train_sae
+from ubp_pipeline.core.common.device import TorchRuntime, make_runtime
+from ubp_pipeline.core.recommender.item_sequences import (
+    ItemSequences,
+    LeaveOneOutSplit,
+    build_item_sequences,
+    leave_one_out,
+)
+from ubp_pipeline.core.recommender.ranking import SASRecTrainingConfig, TrainedSASRec, train_sasrec
+from ubp_pipeline.core.recommender.sae_training import HiddenStates, SAETrainingConfig, collect_hidden_states, train_sae
 from ubp_pipeline.models.sae import SAEConfig, TopKSAE
 from ubp_pipeline.models.sasrec import SASRecConfig
 

@@ -8,15 +8,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from tests.recommender_fixtures import tiny_runtime
-from ubp_pipeline.core.annotation import (
+from ubp_pipeline.core.recommender.annotation import (
     annotate_features,
     annotate_hidden_dimensions,
     annotate_sae_features,
     average_ranks,
     compare_monosemanticity,
 )
-from ubp_pipeline.core.item_sequences import build_item_sequences
-from ubp_pipeline.core.sae_training import HiddenStates, SAETrainingConfig, train_sae
+from ubp_pipeline.core.recommender.item_sequences import build_item_sequences
+from ubp_pipeline.core.recommender.sae_training import HiddenStates, SAETrainingConfig, train_sae
 from ubp_pipeline.models.sae import SAEConfig
 
 N_TOKENS = 400

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ubp_pipeline.core.block_registry import BLOCKS
-from ubp_pipeline.core.blocks import (
+from ubp_pipeline.core.common.device import make_runtime, select_device
+from ubp_pipeline.core.profiles.blocks import (
     BlockTransform,
     embed_block,
     fit_block_transform,
@@ -14,10 +14,10 @@ from ubp_pipeline.core.blocks import (
     save_block_model,
     train_block,
 )
-from ubp_pipeline.core.device import make_runtime, select_device
-from ubp_pipeline.core.embedders.base import Embeddings
-from ubp_pipeline.core.sequences import load_sequences
-from ubp_pipeline.core.stat_features import load_stat_features
+from ubp_pipeline.core.profiles.embedders.base import Embeddings
+from ubp_pipeline.core.profiles.registry import BLOCKS
+from ubp_pipeline.core.sequences.stat_features import load_stat_features
+from ubp_pipeline.core.sequences.user_sequences import load_sequences
 from ubp_pipeline.resources import TorchDevice
 
 # small settings so each neural block trains in seconds here; keys must exist in the block's config

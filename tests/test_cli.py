@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ubp_pipeline.cli import main
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.warehouse.database import connect_warehouse
 
 
 def test_generate_then_run_the_main_job_on_a_source_directory(tmp_path, monkeypatch, capsys):

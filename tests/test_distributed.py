@@ -7,9 +7,9 @@ from datetime import timedelta
 import numpy as np
 
 from tests.conftest import TINY
-from ubp_pipeline.core.block_registry import BLOCKS
-from ubp_pipeline.core.blocks import embed_block
-from ubp_pipeline.core.device import make_runtime
+from ubp_pipeline.core.common.device import make_runtime
+from ubp_pipeline.core.profiles.blocks import embed_block
+from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.runner import materialize
 
 DAY = TINY.start + timedelta(days=14)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.factories import settings_for
 from ubp_pipeline.assets.embedders import model_key
-from ubp_pipeline.core.block_registry import BLOCKS
+from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import TINY
 from tests.factories import pipeline_env
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.executors import executor_for
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from tests.conftest import TINY
 from tests.factories import settings_for
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.resources import Warehouse
 from ubp_pipeline.runner import materialize

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from ubp_pipeline.core.device import make_runtime
-from ubp_pipeline.core.embedders.base import FittedEmbedder
-from ubp_pipeline.core.embedders.gru_autoencoder import (
+from ubp_pipeline.core.common.device import make_runtime
+from ubp_pipeline.core.profiles.embedders.base import FittedEmbedder
+from ubp_pipeline.core.profiles.embedders.gru_autoencoder import (
     GRU_VARIANTS,
     GRUAutoencoderEmbedder,
     most_frequent,
     ragged_tokens,
 )
-from ubp_pipeline.core.embedders.tokens import SequenceInput
+from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
 from ubp_pipeline.models.gru_autoencoder import GRUAutoencoderNet, GRUAutoencoderNetConfig
 
 SMALL = dict(

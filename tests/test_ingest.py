@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 
 from tests.factories import codes, event_frame, settings_for, write_source, write_table
-from ubp_pipeline.core import ingest as ingest_module
-from ubp_pipeline.core.ingest import ReconciliationError, ingest_events, ingest_product_properties
-from ubp_pipeline.core.source import SourceError, SourceLayout
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.warehouse import ingest as ingest_module
+from ubp_pipeline.core.warehouse.database import connect_warehouse
+from ubp_pipeline.core.warehouse.ingest import ReconciliationError, ingest_events, ingest_product_properties
+from ubp_pipeline.core.warehouse.source_layout import SourceError, SourceLayout
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize
 
@@ -196,7 +196,7 @@ def test_a_write_that_does_not_reconcile_is_rolled_back(tmp_path, monkeypatch):
 
         def losing_a_row(con_, name, **params):
             result = real_run_sql(con_, name, **params)
-            if name == "replace_event_days":
+            if name == "warehouse/replace_event_days":
                 con_.execute("DELETE FROM events WHERE client_id = 3")  # a write that silently lost a row
             return result
 

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ubp_pipeline.core.metrics import auroc, diversity, evaluate_predictions, novelty, task_score, total_score
+from ubp_pipeline.core.evaluation.metrics import (
+    auroc,
+    diversity,
+    evaluate_predictions,
+    novelty,
+    task_score,
+    total_score,
+)
 
 
 def test_diversity_by_hand():

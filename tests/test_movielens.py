@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 import numpy as np
 import pytest
 
-from ubp_pipeline.core.item_sequences import leave_one_out
+from ubp_pipeline.core.recommender.item_sequences import leave_one_out
 from ubp_pipeline.data import movielens as movielens_module
 from ubp_pipeline.data.movielens import load_movielens_100k, load_movielens_100k_frames
 

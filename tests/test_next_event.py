@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ubp_pipeline.core.device import make_runtime
-from ubp_pipeline.core.embedders.next_event import NextEventConfig, NextEventEmbedder, product_event_tokens
-from ubp_pipeline.core.embedders.tokens import SequenceInput
-from ubp_pipeline.core.events import EVENT_CODE, PRODUCT_EVENT_TYPES
+from ubp_pipeline.core.common.device import make_runtime
+from ubp_pipeline.core.profiles.embedders.next_event import NextEventConfig, NextEventEmbedder, product_event_tokens
+from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
+from ubp_pipeline.core.warehouse.events import EVENT_CODE, PRODUCT_EVENT_TYPES
 from ubp_pipeline.models.next_event_transformer import NextEventTransformer, NextEventTransformerConfig
 
 SMALL = NextEventConfig(

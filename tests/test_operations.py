@@ -11,7 +11,7 @@ import pandas as pd
 
 from tests.factories import event_frame, settings_for, write_source, write_table
 from ubp_pipeline.assets.embedders import model_key
-from ubp_pipeline.core.block_registry import BLOCKS
+from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.resources import EventSource

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ubp_pipeline.core.device import make_runtime
-from ubp_pipeline.core.probe import (
+from ubp_pipeline.core.common.device import make_runtime
+from ubp_pipeline.core.evaluation.probe import (
     OFFICIAL_PROBE,
     QUICK_PROBE,
     ProbeSettings,

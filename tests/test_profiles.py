@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 from ubp_pipeline.assets.embedders import model_key
-from ubp_pipeline.core.block_registry import BLOCKS
-from ubp_pipeline.core.profiles import (
+from ubp_pipeline.core.profiles.assembly import (
     CLIENT_IDS_FILE,
     EMBEDDINGS_FILE,
     MANIFEST_FILE,
@@ -22,6 +21,7 @@ from ubp_pipeline.core.profiles import (
     validate_profiles,
     write_profiles,
 )
+from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.runner import materialize
 
 A = BlockVectors("a", np.array([30, 10]), np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), np.array([9.0, 9.0], np.float32))

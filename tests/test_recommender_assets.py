@@ -15,14 +15,14 @@ import torch
 from tests.conftest import LAST_DAY, TINY
 from tests.factories import codes, settings_for, write_source
 from ubp_pipeline.cli import main
-from ubp_pipeline.core.events import EVENT_TYPES
-from ubp_pipeline.core.ingest import ingest_events, ingest_product_properties
-from ubp_pipeline.core.recommender_store import load_annotations, load_dictionary, load_recommender
-from ubp_pipeline.core.sae_training import collect_hidden_states
-from ubp_pipeline.core.sequences import SequenceSpec, build_sequences
-from ubp_pipeline.core.sku_sequences import SkuSequenceOptions, build_sku_sequences, sku_sequences_over
-from ubp_pipeline.core.source import SourceLayout
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.recommender.sae_training import collect_hidden_states
+from ubp_pipeline.core.recommender.sku_sequences import SkuSequenceOptions, build_sku_sequences, sku_sequences_over
+from ubp_pipeline.core.recommender.store import load_annotations, load_dictionary, load_recommender
+from ubp_pipeline.core.sequences.user_sequences import SequenceSpec, build_sequences
+from ubp_pipeline.core.warehouse.database import connect_warehouse
+from ubp_pipeline.core.warehouse.events import EVENT_TYPES
+from ubp_pipeline.core.warehouse.ingest import ingest_events, ingest_product_properties
+from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize
 from ubp_pipeline.settings import Settings

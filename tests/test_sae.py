@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from tests.recommender_fixtures import planted_sae, tiny_runtime, trained_planted_sasrec
-from ubp_pipeline.core.sae_training import SAETrainingConfig, evaluate_sae, splice_fidelity, train_sae
+from ubp_pipeline.core.recommender.sae_training import SAETrainingConfig, evaluate_sae, splice_fidelity, train_sae
 from ubp_pipeline.models.sae import SAEConfig, TopKSAE, geometric_median
 
 

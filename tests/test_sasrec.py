@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.recommender_fixtures import planted_sequences, trained_planted_sasrec
-from ubp_pipeline.core.item_sequences import build_item_sequences, leave_one_out
-from ubp_pipeline.core.recommender import (
+from ubp_pipeline.core.recommender.item_sequences import build_item_sequences, leave_one_out
+from ubp_pipeline.core.recommender.ranking import (
     HiddenEdit,
     evaluate_full_ranking,
     popularity_scorer,

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.factories import codes, settings_for, write_source
-from ubp_pipeline.core.events import EVENT_CODE, EVENT_TYPES, PAYLOAD_COLUMN
-from ubp_pipeline.core.sequences import VOCABULARY_FILE, load_sequences, read_manifest
-from ubp_pipeline.core.vocabulary import ABSENT, FIRST_VALUE, OOV, load_vocabularies
+from ubp_pipeline.core.sequences.user_sequences import VOCABULARY_FILE, load_sequences, read_manifest
+from ubp_pipeline.core.sequences.vocabulary import ABSENT, FIRST_VALUE, OOV, load_vocabularies
+from ubp_pipeline.core.warehouse.events import EVENT_CODE, EVENT_TYPES, PAYLOAD_COLUMN
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize
 
@@ -101,7 +101,7 @@ def test_sequences_match_a_pure_python_reference_on_generated_data(tiny_defs, ti
     assert len(expected) > 100
     for user, client in enumerate(seqs.client_ids):
         assert _as_tuples(seqs, user) == expected[int(client)], f"client {client}"
-    assert np.all(seqs.timestamp < datetime(as_of.year, as_of.month, as_of.day).timestamp() + 86_400)
+    assert np.all(seqs.ts < datetime(as_of.year, as_of.month, as_of.day).timestamp() + 86_400)
 
 
 def _tie_source(tmp_path):

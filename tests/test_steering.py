@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tests.recommender_fixtures import planted_sae, trained_planted_sasrec
-from ubp_pipeline.core.annotation import annotate_sae_features
-from ubp_pipeline.core.recommender import recommend_top_k, sasrec_scorer
-from ubp_pipeline.core.steering import Steering, recommend, resolve_feature, steering_edit, steering_report
+from ubp_pipeline.core.recommender.annotation import annotate_sae_features
+from ubp_pipeline.core.recommender.ranking import recommend_top_k, sasrec_scorer
+from ubp_pipeline.core.recommender.steering import Steering, recommend, resolve_feature, steering_edit, steering_report
 
 LAYER = 1
 

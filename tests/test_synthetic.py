@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ubp_pipeline.core.events import EVENT_TYPES, parse_codes
+from ubp_pipeline.core.warehouse.events import EVENT_TYPES, parse_codes
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 
 CONFIG = SyntheticConfig(users=2_000, days=70, seed=3, start=date(2022, 6, 23), chunk_users=700)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from tests.factories import write_source
-from ubp_pipeline.core.events import EVENT_TYPES
-from ubp_pipeline.core.ingest import ingest_events, ingest_product_properties
-from ubp_pipeline.core.source import SourceLayout
-from ubp_pipeline.core.targets import IncompleteFutureError, build_targets, load_targets, make_tasks
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.evaluation.targets import IncompleteFutureError, build_targets, load_targets, make_tasks
+from ubp_pipeline.core.warehouse.database import connect_warehouse
+from ubp_pipeline.core.warehouse.events import EVENT_TYPES
+from ubp_pipeline.core.warehouse.ingest import ingest_events, ingest_product_properties
+from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 
 D = date(2022, 7, 1)
 LAST = date(2022, 7, 29)  # D + 28: the last day the windows need

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import TINY
 from tests.factories import pipeline_env
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.warehouse.database import connect_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -25,8 +25,8 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _use_source(source: Path) -> None:
     """Point the settings at a real source and its own day range (partitions are built from them at load)."""
-    from ubp_pipeline.core.source import SourceLayout
-    from ubp_pipeline.core.source_scan import detect_day_range
+    from ubp_pipeline.core.warehouse.source_layout import SourceLayout
+    from ubp_pipeline.core.warehouse.source_scan import detect_day_range
 
     first_day, last_day = detect_day_range(SourceLayout(source))
     os.environ["UBP_SOURCE_DIR"] = str(source.resolve())
@@ -86,9 +86,9 @@ def _export(args: argparse.Namespace) -> None:
     import shutil
 
     from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
-    from ubp_pipeline.core.atomic import atomic_path
-    from ubp_pipeline.core.profiles import CLIENT_IDS_FILE, EMBEDDINGS_FILE, validate_profiles
-    from ubp_pipeline.core.source import SourceLayout, load_relevant_clients
+    from ubp_pipeline.core.common.atomic import atomic_path
+    from ubp_pipeline.core.profiles.assembly import CLIENT_IDS_FILE, EMBEDDINGS_FILE, validate_profiles
+    from ubp_pipeline.core.warehouse.source_layout import SourceLayout, load_relevant_clients
 
     if args.source:
         _use_source(Path(args.source))
@@ -115,7 +115,7 @@ def _recommend(args: argparse.Namespace) -> None:
     from ubp_pipeline.assets.interpretability import SAE_DICTIONARY, SAE_FEATURE_ANNOTATIONS
     from ubp_pipeline.assets.recommender import SASREC_MODEL
     from ubp_pipeline.assets.sequences import USER_SEQUENCES
-    from ubp_pipeline.core.sku_recommendations import SteeringRequest, newest_partition, recommend_for_client
+    from ubp_pipeline.core.recommender.serving import SteeringRequest, newest_partition, recommend_for_client
 
     if args.source:
         _use_source(Path(args.source))

@@ -15,7 +15,7 @@ from ubp_pipeline.assets.interpretability import sae_dictionary, sae_feature_ann
 from ubp_pipeline.assets.profiles import profile_assets
 from ubp_pipeline.assets.recommender import sasrec_model
 from ubp_pipeline.assets.sequences import sequence_assets
-from ubp_pipeline.core.block_registry import BLOCKS
+from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.executors import executor_for
 from ubp_pipeline.partitions import daily_partitions
 from ubp_pipeline.resources import ArtifactStore, EventSource, TorchDevice, Warehouse

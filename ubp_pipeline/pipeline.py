@@ -11,7 +11,7 @@ import dagster as dg
 
 from ubp_pipeline.assets.embedders import model_key
 from ubp_pipeline.assets.recommender import RECOMMENDER_GROUP, SASREC_MODEL
-from ubp_pipeline.core.block_registry import BLOCKS
+from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.runner import materialize
 from ubp_pipeline.settings import Settings
 

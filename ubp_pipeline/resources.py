@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import duckdb
 
-from ubp_pipeline.core.source import SourceLayout
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.warehouse.database import connect_warehouse
+from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 
 if TYPE_CHECKING:
-    from ubp_pipeline.core.device import TorchRuntime
+    from ubp_pipeline.core.common.device import TorchRuntime
 
 DUCKDB_POOL = "duckdb"  # one writer at a time: dagster_home/dagster.yaml limits this pool to 1
 # Steps that train a neural model: on Kubernetes (k8s_job_executor) their pod asks for a GPU, on Celery they go to
@@ -71,8 +71,8 @@ class TorchDevice(dg.ConfigurableResource):
     threads: int = 0
     mixed_precision: bool = True
 
-    def runtime(self) -> "TorchRuntime":
+    def runtime(self) -> TorchRuntime:
         # torch is imported here, not at module load: the webserver imports this module and never trains
-        from ubp_pipeline.core.device import make_runtime
+        from ubp_pipeline.core.common.device import make_runtime
 
         return make_runtime(self.preference, seed=self.seed, threads=self.threads, mixed_precision=self.mixed_precision)

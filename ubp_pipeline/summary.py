@@ -9,12 +9,12 @@ from ubp_pipeline.assets.interpretability import SAE_DICTIONARY, SAE_FEATURE_ANN
 from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
 from ubp_pipeline.assets.recommender import SASREC_MODEL
 from ubp_pipeline.assets.sequences import USER_SEQUENCES
-from ubp_pipeline.core.checkpoint import CONFIG_FILE
-from ubp_pipeline.core.profiles import MANIFEST_FILE
-from ubp_pipeline.core.recommender_store import COMPARISON_FILE, load_steering_report
-from ubp_pipeline.core.sequences import read_manifest
-from ubp_pipeline.core.sql import run_sql
-from ubp_pipeline.core.warehouse import connect_warehouse
+from ubp_pipeline.core.common.checkpoint import CONFIG_FILE
+from ubp_pipeline.core.common.sql import run_sql
+from ubp_pipeline.core.profiles.assembly import MANIFEST_FILE
+from ubp_pipeline.core.recommender.store import COMPARISON_FILE, load_steering_report
+from ubp_pipeline.core.sequences.user_sequences import read_manifest
+from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.pipeline import BACKTEST_HORIZON_DAYS, PipelineRuns, as_of_days, backtest_day
 from ubp_pipeline.settings import Settings
 
@@ -33,7 +33,7 @@ def print_summary(settings: Settings, runs: PipelineRuns, seconds: float) -> Non
     print(f"warehouse  {_relative(settings.warehouse_path)}")
     print(f"  {'table':<20} {'accepted':>12} {'users':>9} {'days':>5} {'quarantined':>12}")
     with connect_warehouse(settings.warehouse_path, read_only=True) as con:
-        for source, accepted, users, days, quarantined in run_sql(con, "warehouse_summary").fetchall():
+        for source, accepted, users, days, quarantined in run_sql(con, "warehouse/warehouse_summary").fetchall():
             users_text = f"{users:,}" if users is not None else "-"
             days_text = str(days) if days is not None else "-"
             print(f"  {source:<20} {accepted:>12,} {users_text:>9} {days_text:>5} {quarantined:>12,}")

@@ -109,8 +109,8 @@ def new_source_files_sensor(daily: dg.DailyPartitionsDefinition) -> dg.SensorDef
         The cursor remembers each file's size and modification time; the run key is the file with that signature,
         so a file is ingested once per version however often the sensor ticks.
         """
-        from ubp_pipeline.core.source import SourceError
-        from ubp_pipeline.core.source_scan import changed_files, day_range
+        from ubp_pipeline.core.warehouse.source_layout import SourceError
+        from ubp_pipeline.core.warehouse.source_scan import changed_files, day_range
 
         seen = json.loads(context.cursor or "{}")
         changes, signatures = changed_files(source.layout(), seen)

@@ -8,7 +8,7 @@ import dagster as dg
 
 from ubp_pipeline.assets.automation import REFRESH
 from ubp_pipeline.assets.training import ModelTrainingConfig, epoch_logger, training_day
-from ubp_pipeline.core.block_registry import BlockSpec
+from ubp_pipeline.core.profiles.registry import BlockSpec
 from ubp_pipeline.resources import GPU_STEP_TAGS, ArtifactStore, TorchDevice
 
 
@@ -55,7 +55,7 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
         torch_device: TorchDevice,
         pipes_subprocess_client: dg.PipesSubprocessClient,
     ) -> dg.MaterializeResult:
-        from ubp_pipeline.core.blocks import train_block
+        from ubp_pipeline.core.profiles.blocks import train_block
 
         day = training_day(context, config, spec.input_asset)
         folder, out = artifacts.partition_dir(spec.input_asset, day), artifacts.asset_dir(model_key(spec.name))
@@ -91,7 +91,7 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
     def block_embeddings(
         context: dg.AssetExecutionContext, artifacts: ArtifactStore, torch_device: TorchDevice
     ) -> dg.MaterializeResult:
-        from ubp_pipeline.core.blocks import embed_block, save_block_vectors
+        from ubp_pipeline.core.profiles.blocks import embed_block, save_block_vectors
 
         day = context.partition_key
         block = embed_block(

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from ubp_pipeline.core.ingest import ReconciliationError
+from ubp_pipeline.core.warehouse.ingest import ReconciliationError
 
 
 @contextmanager

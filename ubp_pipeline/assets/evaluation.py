@@ -41,7 +41,7 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
     def downstream_targets(context: dg.AssetExecutionContext, warehouse: Warehouse, artifacts: ArtifactStore) -> dg.MaterializeResult:
         """Purchases in (D, D+14] (the probe's training labels) and (D+14, D+28] (its scoring labels), and who had
         bought by D (the churn population). Only days with a complete 28-day future exist."""
-        from ubp_pipeline.core.targets import build_targets
+        from ubp_pipeline.core.evaluation.targets import build_targets
 
         out = artifacts.partition_dir(DOWNSTREAM_TARGETS, context.partition_key)
         with no_retry_for_bad_input(), warehouse.connect() as con:
@@ -77,7 +77,7 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
     ) -> dg.MaterializeResult:
         """The challenge's probe protocol on every task for the ensemble, each block alone, the aggregated-features
         baseline and (synthetic data) the planted-truth oracle: a table, per-task metadata and a chart."""
-        from ubp_pipeline.core.evaluation import run_backtest, score_markdown, score_table
+        from ubp_pipeline.core.evaluation.backtest import run_backtest, score_markdown, score_table
         from ubp_pipeline.data.synthetic import planted_features
 
         day = partition_day(context.partition_key)

@@ -5,7 +5,7 @@ import dagster as dg
 from ubp_pipeline.assets.automation import REFRESH
 from ubp_pipeline.assets.errors import no_retry_for_bad_input
 from ubp_pipeline.assets.sequences import lookback_deps
-from ubp_pipeline.core.stat_features import build_stat_features
+from ubp_pipeline.core.sequences.stat_features import build_stat_features
 from ubp_pipeline.partitions import partition_day
 from ubp_pipeline.resources import DUCKDB_POOL, TRANSIENT_RETRY, ArtifactStore, Warehouse
 from ubp_pipeline.settings import Settings
@@ -27,7 +27,7 @@ def feature_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[d
     )
     def stat_features(context: dg.AssetExecutionContext, warehouse: Warehouse, artifacts: ArtifactStore) -> dg.MaterializeResult:
         """Per user and event type: counts, mean gaps, week/month trends, recency; plus popularity of what they
-        touched, prices, cart-to-buy conversion and active days (sql/stat_features.sql)."""
+        touched, prices, cart-to-buy conversion and active days (sql/sequences/stat_features.sql)."""
         out = artifacts.partition_dir(STAT_FEATURES, context.partition_key)
         with no_retry_for_bad_input(), warehouse.connect() as con:
             users = build_stat_features(con, partition_day(context.partition_key), settings.lookback_days, out)

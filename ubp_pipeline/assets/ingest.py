@@ -5,8 +5,13 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 
 from ubp_pipeline.assets.errors import no_retry_for_bad_input
-from ubp_pipeline.core.events import EVENT_TYPES
-from ubp_pipeline.core.ingest import IngestReport, ReconciliationError, ingest_events, ingest_product_properties
+from ubp_pipeline.core.warehouse.events import EVENT_TYPES
+from ubp_pipeline.core.warehouse.ingest import (
+    IngestReport,
+    ReconciliationError,
+    ingest_events,
+    ingest_product_properties,
+)
 from ubp_pipeline.partitions import window_days
 from ubp_pipeline.resources import DUCKDB_POOL, TRANSIENT_RETRY, EventSource, Warehouse
 
@@ -122,7 +127,7 @@ def raw_event_assets(daily: dg.PartitionsDefinition) -> dg.AssetsDefinition:
                 context.log.info(f"ingesting {event_type} for {first_day}..{last_day}")
                 yield from _ingested(
                     key,
-                    lambda: ingest_events(con, layout, event_type, first_day, last_day),
+                    lambda event_type=event_type: ingest_events(con, layout, event_type, first_day, last_day),
                     {"first_day": str(first_day), "last_day": str(last_day)},
                 )
 

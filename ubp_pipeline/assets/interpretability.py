@@ -9,8 +9,8 @@ from typing import Any, Literal
 import dagster as dg
 
 from ubp_pipeline.assets.recommender import RECOMMENDER_GROUP, SASREC_MODEL, sasrec_model
-from ubp_pipeline.assets.training import epoch_logger
 from ubp_pipeline.assets.sequences import USER_SEQUENCES
+from ubp_pipeline.assets.training import epoch_logger
 from ubp_pipeline.resources import GPU_STEP_TAGS, ArtifactStore, TorchDevice
 
 SAE_DICTIONARY = "sae_dictionary"
@@ -54,8 +54,8 @@ def sae_dictionary(
     reconstruction replaces the layer."""
     import pandas as pd
 
-    from ubp_pipeline.core.markdown_tables import markdown_table
-    from ubp_pipeline.core.recommender_stages import fit_dictionary
+    from ubp_pipeline.core.common.markdown_tables import markdown_table
+    from ubp_pipeline.core.recommender.stages import fit_dictionary
 
     out = artifacts.asset_dir(SAE_DICTIONARY)
     fit = fit_dictionary(
@@ -104,8 +104,8 @@ def sae_feature_annotations(
     """What each live SAE feature means: its top items and sequences, its best category or price-band label with
     precision, recall, AUROC and a chance-corrected monosemanticity; the same for every hidden dimension (positive
     and negative part), and the two families compared."""
-    from ubp_pipeline.core.markdown_tables import markdown_table
-    from ubp_pipeline.core.recommender_stages import annotate_dictionary
+    from ubp_pipeline.core.common.markdown_tables import markdown_table
+    from ubp_pipeline.core.recommender.stages import annotate_dictionary
 
     out = artifacts.asset_dir(SAE_FEATURE_ANNOTATIONS)
     annotations = annotate_dictionary(
@@ -154,9 +154,9 @@ def steering_report(
 ) -> dg.MaterializeResult:
     """Steering along the best-annotated SAE features (their decoder direction added at the last position): the share
     of top-10 recommendations carrying the feature's label before and after, and the NDCG@10 it costs."""
-    from ubp_pipeline.core.markdown_tables import markdown_table
-    from ubp_pipeline.core.recommender_stages import measure_steering
-    from ubp_pipeline.core.recommender_store import STEERING_FILE
+    from ubp_pipeline.core.common.markdown_tables import markdown_table
+    from ubp_pipeline.core.recommender.stages import measure_steering
+    from ubp_pipeline.core.recommender.store import STEERING_FILE
 
     out = artifacts.asset_dir(STEERING_REPORT)
     report = measure_steering(

@@ -4,7 +4,7 @@ import dagster as dg
 
 from ubp_pipeline.assets.automation import REFRESH
 from ubp_pipeline.assets.embedders import embeddings_key
-from ubp_pipeline.core.block_registry import BLOCKS
+from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.resources import ArtifactStore, EventSource
 
 UNIVERSAL_PROFILES = "universal_profiles"
@@ -45,9 +45,9 @@ def profile_assets(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     def universal_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig, artifacts: ArtifactStore, source: EventSource):
         """One row per relevant client: each block's vector (PCA/L2/quantile-scaled as configured, the block's
         training-day mean where the block does not cover the user), concatenated, float16."""
-        from ubp_pipeline.core.blocks import load_block_vectors
-        from ubp_pipeline.core.profiles import assemble_profiles, validate_profiles, write_profiles
-        from ubp_pipeline.core.source import load_relevant_clients
+        from ubp_pipeline.core.profiles.assembly import assemble_profiles, validate_profiles, write_profiles
+        from ubp_pipeline.core.profiles.blocks import load_block_vectors
+        from ubp_pipeline.core.warehouse.source_layout import load_relevant_clients
 
         names = config.blocks or list(BLOCKS)
         unknown = sorted(set(names) - set(BLOCKS))

@@ -40,9 +40,9 @@ def sasrec_model(
     full ranking (each user's last sku among all skus, seen ones filtered) next to the popularity baseline."""
     import pandas as pd
 
-    from ubp_pipeline.core.markdown_tables import markdown_table
-    from ubp_pipeline.core.recommender_stages import NotEnoughData, fit_recommender
-    from ubp_pipeline.core.sku_sequences import SkuSequenceOptions
+    from ubp_pipeline.core.common.markdown_tables import markdown_table
+    from ubp_pipeline.core.recommender.sku_sequences import SkuSequenceOptions
+    from ubp_pipeline.core.recommender.stages import NotEnoughData, fit_recommender
 
     day = training_day(context, config, USER_SEQUENCES)
     runtime = torch_device.runtime()

@@ -5,7 +5,7 @@ import dagster as dg
 from ubp_pipeline.assets.automation import REFRESH
 from ubp_pipeline.assets.errors import no_retry_for_bad_input
 from ubp_pipeline.assets.ingest import RAW_EVENT_KEYS, product_properties
-from ubp_pipeline.core.sequences import SequenceSpec, build_sequences
+from ubp_pipeline.core.sequences.user_sequences import SequenceSpec, build_sequences
 from ubp_pipeline.partitions import partition_day
 from ubp_pipeline.resources import DUCKDB_POOL, TRANSIENT_RETRY, ArtifactStore, Warehouse
 from ubp_pipeline.settings import Settings

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ubp_pipeline.core.item_sequences import ItemSequences, build_item_sequences
+from ubp_pipeline.core.recommender.item_sequences import ItemSequences, build_item_sequences
 
 PACKAGE = "recbole"
 FOLDER = "recbole/dataset_example/ml-100k"

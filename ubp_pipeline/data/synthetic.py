@@ -20,8 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ubp_pipeline.core.atomic import atomic_dir
-from ubp_pipeline.core.events import PRODUCT_EVENT_TYPES, format_codes
+from ubp_pipeline.core.common.atomic import atomic_dir
+from ubp_pipeline.core.warehouse.events import PRODUCT_EVENT_TYPES, format_codes
 
 WEEKDAY_FACTOR = np.array([1.0, 0.95, 0.95, 1.0, 1.1, 1.35, 1.3])  # Monday .. Sunday
 NEW_ITEM_WINDOW_DAYS = 21

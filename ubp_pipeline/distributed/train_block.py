@@ -13,9 +13,9 @@ import torch
 import torch.distributed as dist
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
-from ubp_pipeline.core.block_registry import BLOCKS
-from ubp_pipeline.core.blocks import train_block
-from ubp_pipeline.core.device import make_runtime
+from ubp_pipeline.core.common.device import make_runtime
+from ubp_pipeline.core.profiles.blocks import train_block
+from ubp_pipeline.core.profiles.registry import BLOCKS
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

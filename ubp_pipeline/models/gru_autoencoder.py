@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-PAD = 0  # the token id of padding in every field (ubp_pipeline.core.vocabulary.PAD)
+PAD = 0  # the token id of padding in every field (ubp_pipeline.core.sequences.vocabulary.PAD)
 
 
 @dataclass

@@ -1,0 +1,192 @@
+"""A profile block: train its embedder on one day, store it, and embed any day with it.
+
+From an embedder's raw vectors to a block: optional PCA, row scaling, and the vector for missing users. All three
+are fitted once, on the training day's embeddings, and stored with the model: a block then has the same axes, scale
+and fill value on every day it is computed, which downstream models trained on one day rely on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import normalize
+
+from ubp_pipeline.core.common.atomic import atomic_dir
+from ubp_pipeline.core.common.checkpoint import load_checkpoint, save_checkpoint
+from ubp_pipeline.core.common.device import TorchRuntime
+from ubp_pipeline.core.common.markdown_tables import markdown_table
+from ubp_pipeline.core.common.progress import EpochCallback
+from ubp_pipeline.core.profiles.assembly import BlockVectors
+from ubp_pipeline.core.profiles.embedders.base import Embeddings, FittedEmbedder
+from ubp_pipeline.core.profiles.registry import BlockSpec, Scaling
+
+
+@dataclass(frozen=True)
+class BlockTransform:
+    """x -> (x - mean) @ components.T (if PCA) -> per-row L2 (if scaling == "l2"); ``fill`` stands in for absent users."""
+
+    components: np.ndarray | None
+    mean: np.ndarray | None
+    scaling: Scaling
+    fill: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return len(self.fill)
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        out = vectors.astype(np.float32)
+        if self.components is not None:
+            out = (out - self.mean) @ self.components.T
+        if self.scaling == "l2":
+            out = normalize(out, norm="l2")
+        return out.astype(np.float32)
+
+    def to_state(self) -> dict[str, np.ndarray]:
+        state = {"fill": self.fill}
+        if self.components is not None:
+            state |= {"pca_components": self.components, "pca_mean": self.mean}
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], scaling: Scaling) -> BlockTransform:
+        return cls(state.get("pca_components"), state.get("pca_mean"), scaling, state["fill"])
+
+
+def fit_block_transform(training: Embeddings, pca_dims: int | None, scaling: Scaling, seed: int = 0) -> BlockTransform:
+    """Fit PCA (when it reduces dimensions) on the training day's vectors; fill = mean of the transformed vectors."""
+    components = mean = None
+    if pca_dims is not None and pca_dims < training.vectors.shape[1]:
+        pca = PCA(n_components=pca_dims, random_state=seed).fit(training.vectors)
+        components, mean = pca.components_.astype(np.float32), pca.mean_.astype(np.float32)
+    transform = BlockTransform(components, mean, scaling, np.zeros(0, np.float32))
+    fill = transform.apply(training.vectors).mean(axis=0).astype(np.float32)
+    return BlockTransform(components, mean, scaling, fill)
+
+
+MODEL_STATE_PREFIX, TRANSFORM_STATE_PREFIX = "embedder.", "block."
+VECTORS_FILE, CLIENT_IDS_FILE, FILL_FILE, MANIFEST_FILE = "vectors.npy", "client_ids.npy", "fill.npy", "manifest.json"
+
+
+def save_block_model(
+    directory: str | Path, fitted: FittedEmbedder, transform: BlockTransform, provenance: dict[str, Any]
+) -> Path:
+    """One checkpoint for the embedder's state and the block transform (safetensors + JSON config, atomic)."""
+    state = {MODEL_STATE_PREFIX + k: v for k, v in fitted.state.items()}
+    state |= {TRANSFORM_STATE_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in transform.to_state().items()}
+    config = {"embedder": fitted.config, "scaling": transform.scaling, "provenance": provenance}
+    return save_checkpoint(directory, state, config)
+
+
+def load_block_model(directory: str | Path) -> tuple[FittedEmbedder, BlockTransform, dict[str, Any]]:
+    checkpoint = load_checkpoint(directory)
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in checkpoint.state_dict.items() if k.startswith(prefix)}
+
+    fitted = FittedEmbedder(state=part(MODEL_STATE_PREFIX), config=checkpoint.config["embedder"])
+    transform = BlockTransform.from_state(
+        {k: v.numpy() for k, v in part(TRANSFORM_STATE_PREFIX).items()}, checkpoint.config["scaling"]
+    )
+    return fitted, transform, checkpoint.config["provenance"]
+
+
+def save_block_vectors(directory: str | Path, block: BlockVectors) -> Path:
+    """A block's vectors of one day, written as one swap of the day's folder."""
+    with atomic_dir(directory) as tmp:
+        np.save(tmp / CLIENT_IDS_FILE, block.client_ids.astype(np.int64))
+        np.save(tmp / VECTORS_FILE, block.vectors.astype(np.float32))
+        np.save(tmp / FILL_FILE, block.fill.astype(np.float32))
+        (tmp / MANIFEST_FILE).write_text(json.dumps({"name": block.name, **block.provenance}, indent=2, default=str))
+    return Path(directory)
+
+
+def load_block_vectors(directory: str | Path) -> BlockVectors:
+    directory = Path(directory)
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    name = manifest.pop("name")
+    return BlockVectors(
+        name=name,
+        client_ids=np.load(directory / CLIENT_IDS_FILE),
+        vectors=np.load(directory / VECTORS_FILE),
+        fill=np.load(directory / FILL_FILE),
+        provenance=manifest,
+    )
+
+
+@dataclass(frozen=True)
+class TrainedBlock:
+    provenance: dict[str, Any]
+    history: list[dict[str, float]]
+    training_users: int
+
+    def summary(self) -> dict[str, Any]:
+        """What a model materialization reports: plain numbers and strings (the curve as a markdown table)."""
+        final = {f"final_{k}": float(v) for k, v in (self.history[-1] if self.history else {}).items() if k != "epoch"}
+        return {
+            "training_cutoff": self.provenance["training_day"],
+            "model_version": self.provenance["model_version"],
+            "dims": self.provenance["dims"],
+            "training_users": self.training_users,
+            "training_seconds": self.provenance["training_seconds"],
+            "device": self.provenance["device_name"],
+            "ranks": self.provenance["world_size"],
+            "epochs": len(self.history),
+            "training_curve": markdown_table(pd.DataFrame(self.history)),
+            **final,
+        }
+
+
+def train_block(
+    spec: BlockSpec,
+    input_folder: Path,
+    model_dir: Path,
+    runtime: TorchRuntime,
+    training_day: str,
+    overrides: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrainedBlock:
+    """Fit the block's embedder on one day, fit its transform on that day's vectors, store both in one checkpoint."""
+    started = time.perf_counter()
+    embedder = spec.build(overrides)
+    fitted = embedder.fit(input_folder, runtime, on_epoch)
+    training = embedder.embed(fitted, input_folder, runtime)
+    transform = fit_block_transform(training, spec.pca_dims, spec.scaling, runtime.seed)
+    provenance = {
+        "block": spec.name,
+        "block_version": spec.version,
+        "training_day": training_day,
+        "model_version": f"{spec.name}@{spec.version}/{training_day}/{_digest(fitted)}",
+        "raw_dims": int(training.vectors.shape[1]),
+        "dims": transform.dim,
+        "training_seconds": round(time.perf_counter() - started, 2),
+        "overrides": overrides or {},
+        **runtime.describe(),
+    }
+    save_block_model(model_dir, fitted, transform, provenance)
+    return TrainedBlock(provenance=provenance, history=fitted.history.epochs, training_users=len(training.client_ids))
+
+
+def embed_block(spec: BlockSpec, model_dir: Path, input_folder: Path, runtime: TorchRuntime) -> BlockVectors:
+    """The block's vectors for the users of one day, with the stored model and transform."""
+    fitted, transform, provenance = load_block_model(model_dir)
+    embedder = spec.build(provenance.get("overrides"))
+    raw = embedder.embed(fitted, input_folder, runtime)
+    return BlockVectors(spec.name, raw.client_ids, transform.apply(raw.vectors), transform.fill, provenance)
+
+
+def _digest(fitted: FittedEmbedder) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(fitted.state):
+        digest.update(name.encode())
+        digest.update(fitted.state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:10]

@@ -1,0 +1,44 @@
+"""The fields of one event in a user sequence, declared once.
+
+sql/sequences/user_events.sql selects ``client_id`` and every field that is not ``derived``, in this order; the packer
+writes one list column per field to sequences.parquet; the loader exposes each as a flat array on ``UserSequences``;
+the tokenizers read them by name. Adding a field is one entry here plus its column in the SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+
+PRICE_BUCKETS = 100  # the catalogue's price is a bucket 0-99 (a percentile), in the challenge format
+
+Loaded = Literal["int", "seconds", "text"]
+
+
+@dataclass(frozen=True)
+class EventField:
+    name: str
+    stored: pa.DataType  # element type of the list column in sequences.parquet
+    loaded: Loaded = "int"  # int: int64 with -1 where missing; seconds: epoch seconds; text: an Arrow string array
+    derived: bool = False  # computed by the packer, not selected by the SQL
+    doc: str = ""
+
+
+EVENT_FIELDS: tuple[EventField, ...] = (
+    EventField("event_type", pa.uint8(), doc="code of the event type, in the order of warehouse.events.EVENT_TYPES"),
+    EventField("ts", pa.timestamp("us"), "seconds", doc="when it happened"),
+    EventField("sku", pa.int64(), doc="product events only"),
+    EventField("category", pa.int64(), doc="the sku's category from the catalogue"),
+    EventField("price", pa.uint8(), doc=f"the sku's price bucket, 0..{PRICE_BUCKETS - 1}"),
+    EventField("url", pa.int64(), doc="page visits only"),
+    EventField("query", pa.string(), "text", doc="search queries only: the 16 codes as a string"),
+    EventField("day", pa.int32(), doc="days since the data set's first day"),
+    EventField("week", pa.int32(), doc="weeks since the data set's first day"),
+    EventField("seconds_since_previous", pa.int64(), derived=True, doc="gap to the user's previous kept event"),
+)
+SELECTED_COLUMNS = ("client_id", *(f.name for f in EVENT_FIELDS if not f.derived))
+SEQUENCE_SCHEMA = pa.schema(
+    [("client_id", pa.int64()), ("n_events", pa.int64())] + [(f.name, pa.list_(f.stored)) for f in EVENT_FIELDS]
+)
