@@ -14,7 +14,7 @@ from tests.factories import pipeline_env
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.executors import executor_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_dagster_cli_materializes_a_partition_with_the_multiprocess_executor(tiny_source, tmp_path):

@@ -19,7 +19,7 @@ from tests.conftest import TINY
 from tests.factories import pipeline_env
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DAY = "2022-06-30"
 LOCATION = "ubp_pipeline.definitions"

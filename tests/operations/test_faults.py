@@ -25,7 +25,7 @@ from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.resources import Warehouse
 from ubp_pipeline.runner import materialize
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAST = TINY.start + timedelta(days=TINY.days - 1)
 
 RUN_SCRIPT = textwrap.dedent(
