@@ -9,7 +9,6 @@ import dagster as dg
 from ubp_pipeline.assets import automation
 from ubp_pipeline.assets.embedders import block_assets
 from ubp_pipeline.assets.evaluation import evaluation_assets
-from ubp_pipeline.assets.features import feature_assets
 from ubp_pipeline.assets.ingest import product_properties, raw_event_assets
 from ubp_pipeline.assets.interpretability import sae_dictionary, sae_feature_annotations, steering_report
 from ubp_pipeline.assets.profiles import profile_assets
@@ -42,7 +41,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         product_properties,
         raw_event_assets(daily),
         *sequence_assets(settings, daily),
-        *feature_assets(settings, daily),
         *(asset for spec in BLOCKS.values() for asset in block_assets(spec, daily)),
         *profile_assets(daily),
         *evaluation_assets(settings, daily),

@@ -5,12 +5,12 @@ from typing import Literal
 
 import dagster as dg
 
-from ubp_pipeline.assets.automation import REFRESH
+from ubp_pipeline.assets.as_of import warehouse_day_asset
 from ubp_pipeline.assets.errors import no_retry_for_bad_input
 from ubp_pipeline.assets.ingest import RAW_EVENT_KEYS, product_properties
 from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
 from ubp_pipeline.partitions import partition_day
-from ubp_pipeline.resources import DUCKDB_POOL, TRANSIENT_RETRY, ArtifactStore, EventSource, TorchDevice, Warehouse
+from ubp_pipeline.resources import ArtifactStore, EventSource, TorchDevice, Warehouse
 from ubp_pipeline.settings import Settings
 
 DOWNSTREAM_TARGETS = "downstream_targets"
@@ -27,16 +27,12 @@ class EvaluationConfig(dg.Config):
 def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     future = dg.TimeWindowPartitionMapping(start_offset=1, end_offset=FUTURE_DAYS, allow_nonexistent_upstream_partitions=True)
 
-    @dg.asset(
-        name=DOWNSTREAM_TARGETS,
-        partitions_def=daily,
+    @warehouse_day_asset(
+        DOWNSTREAM_TARGETS,
+        daily,
         deps=[product_properties, dg.AssetDep(RAW_EVENT_KEYS["product_buy"], partition_mapping=future)],
         group_name="evaluation",
         kinds={"duckdb", "parquet"},
-        pool=DUCKDB_POOL,
-        retry_policy=TRANSIENT_RETRY,
-        code_version="1",
-        automation_condition=REFRESH,
     )
     def downstream_targets(context: dg.AssetExecutionContext, warehouse: Warehouse, artifacts: ArtifactStore) -> dg.MaterializeResult:
         """Purchases in (D, D+14] (the probe's training labels) and (D+14, D+28] (its scoring labels), and who had
@@ -56,16 +52,8 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
             }
         )
 
-    @dg.asset(
-        name=PROFILE_EVALUATION,
-        partitions_def=daily,
-        deps=[UNIVERSAL_PROFILES, downstream_targets],
-        group_name="evaluation",
-        kinds={"pytorch", "parquet"},
-        pool=DUCKDB_POOL,
-        retry_policy=TRANSIENT_RETRY,
-        code_version="1",
-        automation_condition=REFRESH,
+    @warehouse_day_asset(
+        PROFILE_EVALUATION, daily, deps=[UNIVERSAL_PROFILES, downstream_targets], group_name="evaluation", kinds={"pytorch", "parquet"}
     )
     def profile_evaluation(
         context: dg.AssetExecutionContext,

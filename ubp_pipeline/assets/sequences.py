@@ -1,16 +1,19 @@
-"""user_sequences: one chronological event sequence per user as of the end of each day."""
+"""The sequences stage: user_sequences (one chronological event sequence per user as of the end of each day) and
+stat_features (hand-made behaviour statistics per user as of the same day, pure SQL)."""
 
 import dagster as dg
 
-from ubp_pipeline.assets.automation import REFRESH
+from ubp_pipeline.assets.as_of import warehouse_day_asset
 from ubp_pipeline.assets.errors import no_retry_for_bad_input
 from ubp_pipeline.assets.ingest import RAW_EVENT_KEYS, product_properties
+from ubp_pipeline.core.sequences.stat_features import build_stat_features
 from ubp_pipeline.core.sequences.user_sequences import SequenceSpec, build_sequences
 from ubp_pipeline.partitions import partition_day
-from ubp_pipeline.resources import DUCKDB_POOL, TRANSIENT_RETRY, ArtifactStore, Warehouse
+from ubp_pipeline.resources import ArtifactStore, Warehouse
 from ubp_pipeline.settings import Settings
 
 USER_SEQUENCES = "user_sequences"
+STAT_FEATURES = "stat_features"
 
 
 class SequencesConfig(dg.Config):
@@ -28,17 +31,7 @@ def lookback_deps(settings: Settings) -> list:
 
 
 def sequence_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        name=USER_SEQUENCES,
-        partitions_def=daily,
-        deps=lookback_deps(settings),
-        group_name="sequences",
-        kinds={"duckdb", "parquet"},
-        pool=DUCKDB_POOL,
-        retry_policy=TRANSIENT_RETRY,
-        code_version="1",
-        automation_condition=REFRESH,
-    )
+    @warehouse_day_asset(USER_SEQUENCES, daily, deps=lookback_deps(settings), group_name="sequences", kinds={"duckdb", "parquet"})
     def user_sequences(
         context: dg.AssetExecutionContext, config: SequencesConfig, warehouse: Warehouse, artifacts: ArtifactStore
     ) -> dg.MaterializeResult:
@@ -72,4 +65,13 @@ def sequence_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[
             }
         )
 
-    return [user_sequences]
+    @warehouse_day_asset(STAT_FEATURES, daily, deps=lookback_deps(settings), group_name="sequences", kinds={"duckdb", "parquet"})
+    def stat_features(context: dg.AssetExecutionContext, warehouse: Warehouse, artifacts: ArtifactStore) -> dg.MaterializeResult:
+        """Per user and event type: counts, mean gaps, week/month trends, recency; plus popularity of what they
+        touched, prices, cart-to-buy conversion and active days (sql/sequences/stat_features.sql)."""
+        out = artifacts.partition_dir(STAT_FEATURES, context.partition_key)
+        with no_retry_for_bad_input(), warehouse.connect() as con:
+            users = build_stat_features(con, partition_day(context.partition_key), settings.lookback_days, out)
+        return dg.MaterializeResult(metadata={"users": users, "path": dg.MetadataValue.path(str(out))})
+
+    return [user_sequences, stat_features]
