@@ -66,24 +66,31 @@ def tiny_warehouse(tiny_source, tmp_path_factory) -> Path:
     return path
 
 
+AS_OF_DAYS = {"train": TRAIN_DAY, "later": LAST_DAY}
+
+
+def _as_of_partitions(warehouse: Path, home: Path, build) -> dict[str, Path]:
+    """``build(con, as_of, folder)`` for the training day and the last day of the tiny data set."""
+    folders = {name: home / name for name in AS_OF_DAYS}
+    with connect_warehouse(warehouse, read_only=True) as con:
+        for name, as_of in AS_OF_DAYS.items():
+            build(con, as_of, folders[name])
+    return folders
+
+
 @pytest.fixture(scope="session")
 def tiny_sequences(tiny_warehouse, tmp_path_factory) -> dict[str, Path]:
     """Sequences partitions of the tiny data set: {"train": as of day 14, "later": as of the last day} (read-only)."""
-    home = tmp_path_factory.mktemp("tiny_sequences")
-    folders = {"train": home / "train", "later": home / "later"}
-    with connect_warehouse(tiny_warehouse, read_only=True) as con:
-        for name, as_of in (("train", TRAIN_DAY), ("later", LAST_DAY)):
-            spec = SequenceSpec(as_of=as_of, first_day=TINY.start, max_events=64, top_skus=300, top_urls=300)
-            build_sequences(con, spec, folders[name])
-    return folders
+
+    def build(con, as_of, folder):
+        build_sequences(con, SequenceSpec(as_of=as_of, first_day=TINY.start, max_events=64, top_skus=300, top_urls=300), folder)
+
+    return _as_of_partitions(tiny_warehouse, tmp_path_factory.mktemp("tiny_sequences"), build)
 
 
 @pytest.fixture(scope="session")
 def tiny_stat_features(tiny_warehouse, tmp_path_factory) -> dict[str, Path]:
     """stat_features partitions of the tiny data set, same days as ``tiny_sequences`` (read-only)."""
-    home = tmp_path_factory.mktemp("tiny_stat_features")
-    folders = {"train": home / "train", "later": home / "later"}
-    with connect_warehouse(tiny_warehouse, read_only=True) as con:
-        for name, as_of in (("train", TRAIN_DAY), ("later", LAST_DAY)):
-            build_stat_features(con, as_of, 180, folders[name])
-    return folders
+    return _as_of_partitions(
+        tiny_warehouse, tmp_path_factory.mktemp("tiny_stat_features"), lambda con, as_of, folder: build_stat_features(con, as_of, 180, folder)
+    )
