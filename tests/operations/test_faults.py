@@ -76,6 +76,31 @@ def test_two_runs_launched_at_once_write_the_warehouse_one_after_the_other(tiny_
         refused = con.execute("SELECT count(*) FROM quarantine WHERE source = 'page_visit'").fetchone()[0]
         days = con.execute("SELECT count(DISTINCT event_date) FROM events").fetchone()[0]
     assert stored + refused == source_rows and days == TINY.days
+    # The pool, not the file lock, serialises them: no DuckDB step of one run overlaps one of the other (without the
+    # pool both steps would start at once and one would wait on the lock inside its step).
+    first, second = _step_windows(tmp_path / "dagster_home")
+    assert all(end_a <= start_b or end_b <= start_a for start_a, end_a in first for start_b, end_b in second)
+
+
+def _step_windows(home: Path) -> list[list[tuple[float, float]]]:
+    """Per run of the instance, the (start, end) times of each of its steps."""
+    ends = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    windows = []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for record in instance.get_run_records():
+            started: dict[str, float] = {}
+            spans = []
+            for entry in instance.all_logs(record.dagster_run.run_id):
+                event = entry.dagster_event
+                if event is None:
+                    continue
+                if event.event_type == dg.DagsterEventType.STEP_START:
+                    started[event.step_key] = entry.timestamp
+                elif event.event_type in ends:
+                    spans.append((started[event.step_key], entry.timestamp))
+            windows.append(spans)
+    assert len(windows) == 2 and all(windows), windows
+    return windows
 
 
 def _weights_digest(model_dir: Path) -> str:
@@ -98,14 +123,55 @@ def test_a_run_killed_while_training_leaves_the_previous_model_and_a_rerun_succe
     _dagster_home(tmp_path)
     long = {"ops": {model: {"config": {"training_day": day, "overrides": {"max_epochs": 500, "patience": 500}}}}}
     run = _launch(tmp_path, tiny_source, model, config=repr(long))
-    time.sleep(12)  # imports, then well into the first epochs of a 500-epoch training
-    assert run.poll() is None, run.communicate()[0]
+    seen = _read_until(run, "gru_day_event epoch 2")  # killed mid-training, with epochs already done
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
+    assert "gru_day_event epoch 1" in seen
 
     assert _weights_digest(model_dir) == before  # the killed run never replaced the stored model
     with dg.DagsterInstance.ephemeral() as instance:
         assert materialize(defs, model, instance, run_config=quick).success
+
+
+def _read_until(run: subprocess.Popen, marker: str) -> str:
+    """The run's output up to the first line holding ``marker``; fails if the run ends first."""
+    seen = []
+    for line in run.stdout:
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"the run ended before {marker!r}:\n" + "".join(seen))
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from ubp_pipeline.core.common.atomic import atomic_dir
+    target, ready = Path(sys.argv[1]), Path(sys.argv[2])
+    with atomic_dir(target) as tmp:
+        (tmp / "weights.bin").write_bytes(b"half of the new")
+        ready.touch()
+        time.sleep(60)
+    """
+)
+
+
+def test_a_write_killed_halfway_leaves_the_previous_folder_whole(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights.bin").write_bytes(b"the old weights")
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target), str(ready)], env=env)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert writer.poll() is None and time.monotonic() < deadline, "the writer never reached the middle of its write"
+        time.sleep(0.05)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert sorted(p.name for p in target.iterdir()) == ["weights.bin"]
+    assert (target / "weights.bin").read_bytes() == b"the old weights"
 
 
 class FlakyWarehouse(Warehouse):
