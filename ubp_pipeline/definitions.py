@@ -18,6 +18,7 @@ from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.executors import executor_for
 from ubp_pipeline.partitions import daily_partitions
 from ubp_pipeline.resources import ArtifactStore, EventSource, TorchDevice, Warehouse
+from ubp_pipeline.runner import MATERIALIZE_JOB
 from ubp_pipeline.settings import Settings
 
 
@@ -34,8 +35,9 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def build_definitions(settings: Settings) -> dg.Definitions:
     # the lookback/future partition mappings use allow_nonexistent_upstream_partitions, a beta parameter on purpose
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    # daily_refresh_job runs one day at a time; ranges of raw days go through ingest_job's single-run backfill
-    warnings.filterwarnings("ignore", message="Asset job daily_refresh_job materializes assets with varying")
+    # daily_refresh_job runs one day at a time and materialize_job what `ubp run` selects (a range of raw days as
+    # one run, by tags); the backfill daemon's ranges of raw days go through ingest_job's single-run backfill
+    warnings.filterwarnings("ignore", message="Asset job (daily_refresh_job|materialize_job) materializes assets with varying")
     daily = daily_partitions(settings)
     assets = [
         product_properties,
@@ -51,7 +53,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=assets,
-        jobs=automation.jobs(),
+        jobs=[*automation.jobs(), MATERIALIZE_JOB],
         schedules=automation.schedules(daily),
         sensors=[automation.new_source_files_sensor(daily)],
         resources=default_resources(settings),

@@ -12,7 +12,7 @@ import dagster as dg
 from ubp_pipeline.assets.embedders import model_key
 from ubp_pipeline.assets.recommender import RECOMMENDER_GROUP, SASREC_MODEL
 from ubp_pipeline.core.profiles.registry import BLOCKS
-from ubp_pipeline.runner import materialize
+from ubp_pipeline.runner import RunResult, materialize
 from ubp_pipeline.settings import Settings
 
 BACKTEST_HORIZON_DAYS = 28  # two 14-day target windows follow the evaluated day
@@ -39,7 +39,7 @@ def as_of_days(settings: Settings) -> list[date]:
 class PipelineRuns:
     run_ids: list[str] = field(default_factory=list)
 
-    def add(self, result: dg.ExecuteInProcessResult) -> None:
+    def add(self, result: RunResult) -> None:
         self.run_ids.append(result.run_id)
 
 

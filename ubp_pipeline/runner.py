@@ -1,4 +1,12 @@
-"""Materialize assets from Python (the CLI and the tests): one partition, or a range as a single run."""
+"""Materialize assets from Python (the CLI and the tests): one partition, or a range as a single run.
+
+With the default executor (``in_process``) the run executes in this process (``dagster.materialize``). With any
+other executor (``UBP_EXECUTOR=multiprocess``, ``k8s``, ``celery``) the run goes through the instance as
+`dagster asset materialize` would: the job is reconstructed from ``ubp_pipeline.definitions`` in each step's process
+(so its settings come from the environment, as the CLI sets them), and the instance must be persistent.
+"""
+
+from __future__ import annotations
 
 from datetime import date
 
@@ -6,6 +14,16 @@ import dagster as dg
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+PARTITION_TAG = "dagster/partition"
+
+RunResult = dg.ExecuteInProcessResult | dg.JobExecutionResult
+
+# Every asset; a run of it through the instance materializes the asset selection it is launched with.
+MATERIALIZE_JOB = dg.define_asset_job(
+    "materialize_job",
+    selection=dg.AssetSelection.all(),
+    description="Any selection of assets as `ubp run` launches it when the executor is not in-process.",
+)
 
 
 def materialize(
@@ -18,19 +36,41 @@ def materialize(
     run_config: dict | None = None,
     raise_on_error: bool = True,
     log_level: str = "INFO",
-) -> dg.ExecuteInProcessResult:
+) -> RunResult:
     """Run the selected assets with the definitions' resources; a range becomes one run (single-run backfill)."""
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})}
     tags = {}
     if partition_range is not None:
         tags = {RANGE_START_TAG: partition_range[0].isoformat(), RANGE_END_TAG: partition_range[1].isoformat()}
-    return dg.materialize(
-        assets=list(defs.assets or []),
-        resources=defs.resources,
-        selection=selection,
-        instance=instance,
-        partition_key=partition.isoformat() if partition else None,
-        tags=tags,
+    if defs.executor is None or defs.executor.name == dg.in_process_executor.name:
+        return dg.materialize(
+            assets=list(defs.assets or []),
+            resources=defs.resources,
+            selection=selection,
+            instance=instance,
+            partition_key=partition.isoformat() if partition else None,
+            tags=tags,
+            run_config=run_config,
+            raise_on_error=raise_on_error,
+        )
+    if partition is not None:
+        tags[PARTITION_TAG] = partition.isoformat()
+    keys = dg.AssetSelection.from_coercible(selection).resolve(defs.resolve_asset_graph())
+    result = dg.execute_job(
+        dg.reconstructable(materialize_job),
+        instance,
         run_config=run_config,
+        tags=tags,
+        asset_selection=sorted(keys),
         raise_on_error=raise_on_error,
     )
+    if raise_on_error and not result.success:
+        raise dg.DagsterError(f"run {result.run_id} of {selection} failed (executor {defs.executor.name})")
+    return result
+
+
+def materialize_job() -> dg.JobDefinition:
+    """MATERIALIZE_JOB as the code location resolves it, rebuilt from the module in each process of a run."""
+    from ubp_pipeline.definitions import defs
+
+    return defs.resolve_job_def(MATERIALIZE_JOB.name)
