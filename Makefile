@@ -11,7 +11,7 @@ SOURCE ?=
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: setup browser demo test test-all ui run bench clean
+.PHONY: setup browser postgres demo test test-all ui run bench clean
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +30,20 @@ browser:
 	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)) || \
 	  (echo "Chromium could not be installed here: the browser test will be skipped"; test -z "$$CI")
 
+# Debian's PostgreSQL for the instance-storage tests (each test starts its own throw-away server on a local port).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1)) || \
+	  (echo "PostgreSQL could not be installed here: the Postgres storage tests will be skipped"; test -z "$$CI")
+
 demo: setup
 	$(BIN)/ubp demo
 
-test: setup browser
+test: setup browser postgres
 	$(BIN)/pytest -q -m "not slow"
 
-test-all: setup browser
+test-all: setup browser postgres
 	$(BIN)/pytest -q
 
 ui: setup

@@ -1,0 +1,61 @@
+"""The instance storage a team deploys: the pipeline's runs, backfills and pools against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY
+from tests.factories import settings_for
+from tests.operations.test_faults import _launch, _step_windows
+from tests.postgres import postgres_home, postgres_server
+from ubp_pipeline.core.warehouse.database import connect_warehouse
+from ubp_pipeline.definitions import build_definitions
+from ubp_pipeline.runner import materialize
+
+LAST = TINY.start + timedelta(days=TINY.days - 1)
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_instance_home(postgres_url, tmp_path, monkeypatch):
+    """A fresh DAGSTER_HOME on a fresh database of the server (the previous test's runs dropped)."""
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
+    home = postgres_home(tmp_path / "dagster_home")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.wipe()
+    return home
+
+
+def test_a_range_backfill_is_one_run_whose_partitions_postgres_records(tiny_source, tmp_path, postgres_instance_home):
+    defs = build_definitions(settings_for(tiny_source, tmp_path / "home", TINY.start, LAST))
+    with dg.DagsterInstance.from_config(str(postgres_instance_home)) as instance:
+        assert "Postgres" in type(instance.run_storage).__name__
+        assert materialize(defs, "group:ingest", instance, partition_range=(TINY.start, LAST)).success
+        assert materialize(defs, "user_sequences", instance, partition=LAST).success
+        assert len(instance.get_run_records()) == 2
+        days = instance.get_materialized_partitions(dg.AssetKey("raw_page_visit"))
+        assert len(days) == TINY.days and LAST.isoformat() in days
+        assert instance.get_materialized_partitions(dg.AssetKey("user_sequences")) == {LAST.isoformat()}
+
+
+def test_two_runs_started_at_once_share_postgres_and_the_duckdb_pool(tiny_source, tmp_path, postgres_instance_home):
+    halves = [("2022-06-23", "2022-07-02"), ("2022-07-03", "2022-07-13")]
+    runs = [_launch(tmp_path, tiny_source, "group:ingest", first, last) for first, last in halves]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    source_rows = len(pd.read_parquet(tiny_source / "page_visit.parquet"))
+    with connect_warehouse(tmp_path / "home" / "warehouse.duckdb", read_only=True) as con:
+        stored = con.execute("SELECT count(*) FROM events WHERE event_type = 'page_visit'").fetchone()[0]
+        refused = con.execute("SELECT count(*) FROM quarantine WHERE source = 'page_visit'").fetchone()[0]
+    assert stored + refused == source_rows
+    first, second = _step_windows(postgres_instance_home)
+    assert all(end_a <= start_b or end_b <= start_a for start_a, end_a in first for start_b, end_b in second)
