@@ -1,6 +1,7 @@
 """`ubp`: generate demo data, run the main job on the demo or a real source, open the UI, recommend with steering."""
 
 import argparse
+import fcntl
 import os
 import sys
 import time
@@ -11,6 +12,11 @@ from ubp_pipeline.settings import DEMO_DAYS, DEMO_FIRST_DAY, Settings
 
 DEMO_USERS = 20_000
 UI_HOST = "127.0.0.1"
+INIT_LOCK = ".ubp-init.lock"
+
+
+class UsageError(Exception):
+    """Something the user can fix; shown as one line (the message says how), without a traceback."""
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -24,20 +30,40 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _use_source(source: Path) -> None:
-    """Point the settings at a real source and its own day range (partitions are built from them at load)."""
+    """Point the settings at a real source and its own day range (partitions are built from them at load).
+
+    UBP_FIRST_DAY and UBP_LAST_DAY, when both are set, win over the detected range."""
     from ubp_pipeline.core.warehouse.source_layout import SourceLayout
     from ubp_pipeline.core.warehouse.source_scan import detect_day_range
 
-    first_day, last_day = detect_day_range(SourceLayout(source))
+    if not source.is_dir():
+        raise UsageError(f"no such folder: {source} (give --source the folder that holds product_buy.parquet etc.)")
     os.environ["UBP_SOURCE_DIR"] = str(source.resolve())
-    os.environ.setdefault("UBP_FIRST_DAY", first_day.isoformat())
-    os.environ.setdefault("UBP_LAST_DAY", last_day.isoformat())
-    print(f"source {source}: events from {first_day} to {last_day}")
+    if "UBP_FIRST_DAY" in os.environ and "UBP_LAST_DAY" in os.environ:
+        print(f"source {source}: days {os.environ['UBP_FIRST_DAY']} to {os.environ['UBP_LAST_DAY']} (UBP_FIRST_DAY/UBP_LAST_DAY)")
+        return
+    detected = detect_day_range(SourceLayout(source))
+    os.environ.setdefault("UBP_FIRST_DAY", detected.first_day.isoformat())
+    os.environ.setdefault("UBP_LAST_DAY", detected.last_day.isoformat())
+    print(f"source {source}: events from {detected.first_day} to {detected.last_day}")
+    if detected.outside_rows:
+        print(
+            f"  {detected.outside_rows:,} rows dated far from the rest are left outside these days and will be "
+            f"quarantined as outside_day_range ({'; '.join(detected.outside_examples)}); "
+            "to ingest them set UBP_FIRST_DAY and UBP_LAST_DAY"
+        )
 
 
 def _ensure_dagster_home() -> None:
+    """Create the Dagster home and its instance storage once, under a lock: `ubp` commands started together on a
+    fresh home would otherwise race to create the same SQLite tables."""
+    import dagster as dg
+
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path("dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)
+    with open(home / INIT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        dg.DagsterInstance.get().dispose()
 
 
 def _run_main_job() -> None:
@@ -76,9 +102,12 @@ def _ui(args: argparse.Namespace) -> None:
     if args.source:
         _use_source(Path(args.source))
     _ensure_dagster_home()
-    command = ["dagster", "dev", "-h", UI_HOST, "-p", str(args.port), "-m", "ubp_pipeline.definitions"]
+    dagster = Path(sys.executable).parent / "dagster"  # the venv's own, found without an activated venv or PATH
+    if not dagster.exists():
+        raise UsageError(f"{dagster} does not exist: install the project into this environment (make setup)")
+    command = [str(dagster), "dev", "-h", UI_HOST, "-p", str(args.port), "-m", "ubp_pipeline.definitions"]
     print(f"Dagster UI on http://{UI_HOST}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    os.execvp(command[0], command)
+    os.execv(command[0], command)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -111,7 +140,8 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _recommend(args: argparse.Namespace) -> None:
-    """Top-k skus for one client from the stored recommender, before and after steering through SAE features."""
+    """Top-k skus for one client from the served model (SASRec or the baseline that beat it), before and after
+    steering through SAE features, optionally with the features behind each recommendation."""
     from ubp_pipeline.assets.interpretability import SAE_DICTIONARY, SAE_FEATURE_ANNOTATIONS
     from ubp_pipeline.assets.recommender import SASREC_MODEL
     from ubp_pipeline.assets.sequences import USER_SEQUENCES
@@ -130,6 +160,7 @@ def _recommend(args: argparse.Namespace) -> None:
             [SteeringRequest.parse(text) for text in args.steer],
             k=args.k,
             clamp=args.clamp,
+            explain=args.explain,
         )
     except FileNotFoundError as error:
         sys.exit(f"{error}\nmaterialize the recommender first: `ubp demo` and `ubp run` do (assets group:recommender)")
@@ -138,6 +169,10 @@ def _recommend(args: argparse.Namespace) -> None:
     history = result.history["name"]
     print(f"client {result.client_id}: {len(history)} skus the model knows in user_sequences {result.partition}")
     print("  newest: " + "; ".join(history.tail(3)))
+    served = "served: it ranks validation users best" if result.model == result.served_model else (
+        f"the SAE reads it; the served model is {result.served_model}, which ranks validation users better"
+    )
+    print(f"model: {result.model} ({served})")
     for resolved in result.steerings:
         steering = resolved.steering
         print(
@@ -155,13 +190,27 @@ def _recommend(args: argparse.Namespace) -> None:
         attribute, _, value = resolved.label.partition(":")
         counts = [int((frame[attribute] == value).sum()) for frame in (result.before, result.after)]
         print(f"{resolved.label} in the top {args.k}: {counts[0]} before, {counts[1]} after steering")
+    if result.explanation is not None:
+        steered = "" if result.after is None else " (after steering)"
+        print(f"why{steered}: SAE features at the last position, score drop when each is removed")
+        for (rank, name), reasons in result.explanation.groupby(["rank", "name"], sort=True):
+            because = ", ".join(
+                f"{row.label} (feature {row.feature}, -{row.score_drop:.2f})" for row in reasons.itertuples()
+            )
+            print(f"{rank:>4}  {name}: {because}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ubp", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    debug = argparse.ArgumentParser(add_help=False)  # so `--debug` also works after the command
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    subparsers = parser.add_subparsers(dest="command", required=True)
 
-    generate = commands.add_parser("generate", help="write a synthetic data set in the challenge layout")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[debug], **kwargs)
+
+    generate = command("generate", help="write a synthetic data set in the challenge layout")
     generate.add_argument("--users", type=int, default=DEMO_USERS)
     generate.add_argument("--days", type=int, default=DEMO_DAYS)
     generate.add_argument("--seed", type=int, default=0)
@@ -169,22 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True, help="output directory (replaced as a whole)")
     generate.set_defaults(handler=_generate)
 
-    demo = commands.add_parser("demo", help="generate the demo data if missing and run the main job on it")
+    demo = command("demo", help="generate the demo data if missing and run the main job on it")
     demo.add_argument("--users", type=int, default=DEMO_USERS)
     demo.add_argument("--regenerate", action="store_true", help="write the demo data again even if present")
     demo.set_defaults(handler=_demo)
 
-    run = commands.add_parser("run", help="run the main job on a directory in the challenge layout")
+    run = command("run", help="run the main job on a directory in the challenge layout")
     run.add_argument("--source", required=True, help="directory with product_buy.parquet etc. (or folders of them)")
     run.set_defaults(handler=_run)
 
-    export = commands.add_parser("export", help="write a profile day as client_ids.npy + embeddings.npy for the challenge")
+    export = command("export", help="write a profile day as client_ids.npy + embeddings.npy for the challenge")
     export.add_argument("--day", help="as-of day (YYYY-MM-DD); default: the last day of the data")
     export.add_argument("--out", help="output folder; default: <home>/export/<day>")
     export.add_argument("--source", help="the source directory the profiles were built from (default: the demo)")
     export.set_defaults(handler=_export)
 
-    recommend = commands.add_parser("recommend", help="top-k skus for one client, before and after steering")
+    recommend = command("recommend", help="top-k skus for one client, before and after steering")
     recommend.add_argument("--client", type=int, required=True, help="client id (history: newest user_sequences day)")
     recommend.add_argument(
         "--steer",
@@ -196,19 +245,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recommend.add_argument("--k", type=int, default=10, help="how many skus to list")
     recommend.add_argument("--clamp", action="store_true", help="set the features' activations instead of adding")
+    recommend.add_argument("--explain", action="store_true", help="list the SAE features behind each recommendation")
     recommend.add_argument("--source", help="the source directory the recommender was built from (default: the demo)")
     recommend.set_defaults(handler=_recommend)
 
-    ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
+    ui = command("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--source", help="a real source directory (default: the demo data)")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(handler=_ui)
     return parser
 
 
+def _user_message(error: BaseException) -> str:
+    """The one line a user needs: a failed Dagster step's own message rather than the wrappers around it."""
+    import dagster as dg
+
+    while isinstance(error, dg.DagsterUserCodeExecutionError) and error.user_exception is not None:
+        error = error.user_exception
+    text = error.description if isinstance(error, dg.Failure) and error.description else str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.handler(args)
+    try:
+        args.handler(args)
+    except Exception as error:
+        if args.debug:
+            raise
+        sys.exit(f"ubp: error: {_user_message(error)} (--debug shows the traceback)")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,59 @@
--- One row per source row of one event type whose timestamp falls in [$window_start, $window_end) or cannot be read,
--- with its parsed timestamp and `reason` = why it is refused (NULL = accepted).
+-- Stage one event type for the days [$first_day, $last_day] of the configured days [$range_first_day, $range_last_day].
 -- Reads the temp view `source_rows` (client_id, ts_raw, sku, url, query_text, source_file, source_row).
+--
+-- Every source row gets a placement: `this_window` (its day is being replaced), `other_day` (a configured day outside
+-- this window: that day's run ingests it), or, for a row that belongs to no configured day (unreadable timestamp, date
+-- outside the range), `unplaced` when this run owns its file and `other_run` when another run does. A file's
+-- unplaced rows are owned by the run whose window holds the file's newest configured day (its newest day clamped into
+-- the range when it has none), so each is quarantined by one run, not counted again by every day's run.
+CREATE OR REPLACE TEMP TABLE ingest_scope AS  -- the days of this run, for the view below (views take no parameters)
+SELECT CAST($first_day AS DATE) AS first_day, CAST($last_day AS DATE) AS last_day,
+       CAST($range_first_day AS DATE) AS range_first_day, CAST($range_last_day AS DATE) AS range_last_day;
+
+CREATE OR REPLACE TEMP TABLE source_file_owners AS
+WITH file_days AS (
+    SELECT source_file, CAST(TRY_CAST(ts_raw AS TIMESTAMP) AS DATE) AS day FROM source_rows
+)
+SELECT
+    source_file,
+    least(greatest(
+        coalesce(max(day) FILTER (WHERE day BETWEEN $range_first_day AND $range_last_day), max(day), $range_last_day),
+        $range_first_day), $range_last_day) BETWEEN $first_day AND $last_day AS owned_here
+FROM file_days
+GROUP BY source_file;
+
+CREATE OR REPLACE TEMP VIEW placed_source_rows AS
+SELECT
+    r.*,
+    TRY_CAST(r.ts_raw AS TIMESTAMP) AS ts,
+    CASE
+        WHEN CAST(ts AS DATE) BETWEEN s.first_day AND s.last_day THEN 'this_window'
+        WHEN CAST(ts AS DATE) BETWEEN s.range_first_day AND s.range_last_day THEN 'other_day'
+        WHEN o.owned_here THEN 'unplaced'
+        ELSE 'other_run'
+    END AS placement
+FROM source_rows AS r
+JOIN source_file_owners AS o USING (source_file)
+CROSS JOIN ingest_scope AS s;
+
+-- The rows this run decides on, with `reason` = why a row is refused (NULL = accepted).
 CREATE OR REPLACE TEMP TABLE staged_events AS
-WITH in_window AS (
-    SELECT *, TRY_CAST(ts_raw AS TIMESTAMP) AS ts
-    FROM source_rows
-    WHERE ts IS NULL OR (ts >= $window_start AND ts < $window_end)
-),
-checked AS (
+WITH checked AS (
     SELECT
         r.*,
         CASE
             WHEN r.client_id IS NULL THEN 'null_client_id'
             WHEN r.ts IS NULL THEN 'unparseable_timestamp'
+            WHEN r.placement = 'unplaced' THEN 'outside_day_range'
             WHEN $payload = 'sku' AND r.sku IS NULL THEN 'null_sku'
             WHEN $payload = 'sku' AND p.sku IS NULL THEN 'unknown_sku'
             WHEN $payload = 'url' AND r.url IS NULL THEN 'null_url'
             WHEN $payload = 'query' AND r.query_text IS NULL THEN 'null_query'
             WHEN $payload = 'query' AND NOT is_code_string(r.query_text) THEN 'malformed_query'
         END AS problem
-    FROM in_window AS r
+    FROM placed_source_rows AS r
     LEFT JOIN product_properties AS p ON r.sku = p.sku AND $payload = 'sku'
+    WHERE r.placement IN ('this_window', 'unplaced')
 )
 SELECT
     *,

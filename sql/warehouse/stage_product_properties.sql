@@ -6,6 +6,7 @@ WITH checked AS (
         *,
         CASE
             WHEN sku IS NULL THEN 'null_sku'
+            WHEN sku < 0 THEN 'negative_sku'
             WHEN category IS NULL THEN 'null_category'
             WHEN price IS NULL OR price < 0 OR price > 99 THEN 'price_out_of_range'
             WHEN name_text IS NULL OR NOT is_code_string(name_text) THEN 'malformed_name'

@@ -1,11 +1,48 @@
-"""The `ubp` command as a user runs it: generate a data set, then the main job on it, end to end."""
+"""The `ubp` command as a user runs it: generate a data set, then the main job on it, end to end; errors as one line;
+the UI from the console script with no virtual environment activated."""
 
 from __future__ import annotations
 
-import numpy as np
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
 
-from ubp_pipeline.cli import main
+import numpy as np
+import pytest
+
+from tests.factories import write_source, write_table
+from tests.warehouse.test_bad_input import visits_at
+from ubp_pipeline.cli import INIT_LOCK, _ensure_dagster_home, main
 from ubp_pipeline.core.warehouse.database import connect_warehouse
+
+BIN = Path(sys.executable).parent  # the environment's bin folder, where the `ubp` console script lives
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """`ubp` exports UBP_* settings into its own process; a test that calls main() must not leak them to later tests."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _without_venv(root: Path, **extra: str) -> dict[str, str]:
+    """A user's shell where the venv was never activated: no VIRTUAL_ENV, its bin folder not on PATH."""
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("UBP_")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != BIN) or "/usr/bin:/bin"
+    return {**env, "DAGSTER_HOME": str(root / "dagster_home"), "UBP_HOME": str(root / "home"), **extra}
+
+
+def _ubp(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ubp"), *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_generate_then_run_the_main_job_on_a_source_directory(tmp_path, monkeypatch, capsys):
@@ -35,3 +72,72 @@ def test_generate_then_run_the_main_job_on_a_source_directory(tmp_path, monkeypa
     assert "valid: int64 ids, float16 embeddings" in printed
     relevant = np.load(source / "input" / "relevant_clients.npy")
     assert np.array_equal(np.sort(np.load(tmp_path / "submission" / "client_ids.npy")), np.sort(relevant))
+
+
+def test_a_missing_source_folder_is_one_line_with_the_fix_and_a_traceback_only_with_debug(tmp_path):
+    missing = tmp_path / "no_such_data"
+    plain = _ubp("run", "--source", str(missing), env=_without_venv(tmp_path))
+    assert plain.returncode != 0
+    assert plain.stderr.strip().splitlines() == [
+        f"ubp: error: no such folder: {missing} (give --source the folder that holds product_buy.parquet etc.)"
+        " (--debug shows the traceback)"
+    ]
+    debug = _ubp("run", "--source", str(missing), "--debug", env=_without_venv(tmp_path))
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_a_source_whose_days_cannot_be_planned_is_refused_in_one_line(tmp_path):
+    source = write_source(tmp_path / "src")
+    write_table(source, "page_visit", visits_at([f"{2000 + i // 100}-01-01 00:00:00" for i in range(2_000)]))
+    refused = _ubp("run", "--source", str(source), env=_without_venv(tmp_path))
+    (line,) = refused.stderr.strip().splitlines()
+    assert refused.returncode != 0 and line.startswith("ubp: error: the events of")
+    assert "page_visit.parquet row 1999: 2019-01-01 00:00:00" in line and "set UBP_FIRST_DAY and UBP_LAST_DAY" in line
+    assert not (tmp_path / "dagster_home").exists()  # refused before any run was planned
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ubp_ui_serves_the_ui_from_the_console_script_without_an_activated_venv(tmp_path):
+    source = write_source(tmp_path / "src", {"page_visit": [(1, "2022-07-01 10:00:00", 5), (2, "2022-07-02 10:00:00", 6)]})
+    port = _free_port()
+    log = open(tmp_path / "ui.log", "w")
+    server = subprocess.Popen(
+        [str(BIN / "ubp"), "ui", "--port", str(port), "--source", str(source)],
+        env=_without_venv(tmp_path), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, (tmp_path / "ui.log").read_text()
+            assert time.monotonic() < deadline, "the UI did not answer within 240 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                time.sleep(1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()
+    assert "source " + str(source) + ": events from 2022-07-01 to 2022-07-02" in (tmp_path / "ui.log").read_text()
+
+
+def test_the_dagster_home_is_initialised_once_under_a_lock(tmp_path, monkeypatch):
+    """Concurrent first runs on a fresh home must not race to create its SQLite tables: the second one waits."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with open(home / INIT_LOCK, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another `ubp` is initialising right now
+        waiter = threading.Thread(target=_ensure_dagster_home)
+        waiter.start()
+        time.sleep(1.0)
+        assert waiter.is_alive() and not (home / "history").exists()
+    waiter.join(timeout=60)
+    assert not waiter.is_alive() and (home / "history" / "runs.db").is_file()

@@ -46,7 +46,7 @@ def _sensor_tick(sensor, source, cursor, instance):
     return result.run_requests, result.cursor
 
 
-def test_new_or_changed_files_trigger_one_ingest_of_exactly_their_days(tmp_path):
+def test_new_or_changed_files_trigger_one_ingest_per_table_of_exactly_their_days(tmp_path):
     source = write_source(tmp_path / "src", {"product_buy": [(1, "2022-07-02 10:00:00", 10), (2, "2022-07-04 10:00:00", 11)]})
     (source / "page_visit.parquet").unlink()
     write_table(source / "page_visit", "day-2022-07-03", event_frame("page_visit", [(1, "2022-07-03 09:00:00", 5)]))
@@ -63,7 +63,27 @@ def test_new_or_changed_files_trigger_one_ingest_of_exactly_their_days(tmp_path)
         write_table(source / "page_visit", "day-2022-07-05", event_frame("page_visit", [(2, "2022-07-05 09:00:00", 6)]))
         again, _ = _sensor_tick(sensor, source, cursor, instance)
         assert [r.tags["dagster/asset_partition_range_start"] for r in again] == ["2022-07-05"]
-        assert "day-2022-07-05.parquet@" in again[0].run_key
+        assert again[0].run_key.startswith("page_visit:") and again[0].run_key not in {r.run_key for r in first}
+
+
+def test_the_first_tick_over_a_folder_of_daily_files_is_one_run_per_table(tmp_path):
+    source = write_source(tmp_path / "src")
+    (source / "page_visit.parquet").unlink()
+    days = [date(2022, 7, 1) + timedelta(days=i) for i in range(12)]
+    for day in days:
+        write_table(source / "page_visit", f"day-{day}", event_frame("page_visit", [(1, f"{day} 09:00:00", 5)]))
+    write_table(source, "product_buy", event_frame("product_buy", [(1, "1970-01-01 00:00:00", 10)]))  # wild clock
+    defs = build_definitions(settings_for(source, tmp_path / "home", days[0], days[-1]))
+    with dg.DagsterInstance.ephemeral() as instance:
+        requests, _ = _sensor_tick(defs.resolve_sensor_def("new_source_files"), source, None, instance)
+    ranges = {
+        r.asset_selection[0].to_user_string(): (r.tags.get("dagster/asset_partition_range_start"), r.tags.get("dagster/asset_partition_range_end"))
+        for r in requests
+    }
+    assert len(requests) == len(ranges) == 3
+    assert ranges["raw_page_visit"] == (days[0].isoformat(), days[-1].isoformat())
+    assert ranges["raw_product_buy"] == (days[0].isoformat(), days[0].isoformat())  # its run quarantines the row
+    assert ranges["product_properties"] == (None, None)
 
 
 def _digest(folder) -> str:
@@ -93,7 +113,8 @@ def test_a_changed_day_refreshes_exactly_the_profiles_that_contain_it(tmp_path):
         visits = pd.read_parquet(tmp_path / "src" / "page_visit.parquet")
         visits = visits[visits["timestamp"].dt.date != changed]  # the source re-delivers day 12 without its visits
         visits.to_parquet(tmp_path / "src" / "page_visit.parquet", index=False)
-        assert materialize(defs, "raw_page_visit", instance, partition=changed).success
+        allow_shrink = {"ops": {"raw_events": {"config": {"allow_shrink": True}}}}  # the smaller day is deliberate
+        assert materialize(defs, "raw_page_visit", instance, partition=changed, run_config=allow_shrink).success
 
         next_tick = (now + timedelta(days=1)).replace(hour=5, minute=1, second=0, microsecond=0)
         result = dg.evaluate_automation_conditions(defs, instance, evaluation_time=next_tick, cursor=cursor)

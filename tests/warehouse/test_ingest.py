@@ -213,10 +213,10 @@ def test_failed_reconciliation_fails_the_blocking_check_and_stops_downstream(tmp
 
     real_require = ingest_module._require_reconciled
 
-    def cart_rows_go_missing(table, read, accepted, quarantined):
+    def cart_rows_go_missing(table, read, accepted, *refused_and_other_runs):
         if table == "add_to_cart":
             accepted -= 1
-        real_require(table, read, accepted, quarantined)
+        real_require(table, read, accepted, *refused_and_other_runs)
 
     monkeypatch.setattr(ingest_module, "_require_reconciled", cart_rows_go_missing)
     with dg.DagsterInstance.ephemeral() as instance:

@@ -3,12 +3,13 @@
 - nightly_profile_refresh (02:30 UTC): the day that just closed, from ingest to profiles, in one run.
 - nightly_evaluation (04:30 UTC): the backtest of the newest day whose 28-day future is complete.
 - weekly_retrain (Sunday 03:00 UTC): every model, on the newest materialized sequences day.
-- new_source_files sensor: a new or changed source file triggers the ingest of exactly the days it holds.
+- new_source_files sensor: new or changed source files trigger one ingest per table of exactly the days they hold.
 - REFRESH: as-of assets whose upstream changed (a re-ingested day, a retrained model) are refreshed at the next
   05:00 UTC tick, for the partitions that already exist; cron-gated, never eager.
 All start STOPPED; a user turns them on in the UI (Automation tab) or with `dagster schedule start`.
 """
 
+import hashlib
 import json
 from datetime import datetime, timedelta
 
@@ -104,35 +105,40 @@ def new_source_files_sensor(daily: dg.DailyPartitionsDefinition) -> dg.SensorDef
         job_name=INGEST_JOB, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
     )
     def new_source_files(context: dg.SensorEvaluationContext, source: EventSource):
-        """One ingest run per new or changed source file, over exactly the days the file holds.
+        """One ingest run per table with new or changed files, over exactly the days those files hold.
 
-        The cursor remembers each file's size and modification time; the run key is the file with that signature,
-        so a file is ingested once per version however often the sensor ticks.
+        The cursor remembers each file's size and modification time; the run key is the table with the signatures
+        of its changed files, so a delivery is ingested once however often the sensor ticks, and a first tick over
+        a folder of 180 daily files is one run, not 180. Files dated wholly outside the configured days get a run
+        of the nearest configured day, which quarantines their rows as outside_day_range.
         """
-        from ubp_pipeline.core.warehouse.source_layout import SourceError
+        from ubp_pipeline.core.warehouse.source_layout import PRODUCT_PROPERTIES, SourceError
         from ubp_pipeline.core.warehouse.source_scan import changed_files, day_range
 
         seen = json.loads(context.cursor or "{}")
         changes, signatures = changed_files(source.layout(), seen)
         keys = daily.get_partition_keys()
-        for change in changes:
-            run_key = f"{change.path}@{change.signature}"
-            if change.table == "product_properties":
-                yield dg.RunRequest(run_key=run_key, asset_selection=[dg.AssetKey("product_properties")])
+        for table in dict.fromkeys(change.table for change in changes):
+            files = [change for change in changes if change.table == table]
+            versions = "\n".join(sorted(f"{change.path}@{change.signature}" for change in files))
+            run_key = f"{table}:{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
+            if table == PRODUCT_PROPERTIES:
+                yield dg.RunRequest(run_key=run_key, asset_selection=[dg.AssetKey(PRODUCT_PROPERTIES)])
                 continue
             try:
-                first, last = day_range([change.path])
-            except SourceError as error:  # an empty file: nothing to ingest until rows arrive
+                first, last = day_range([change.path for change in files])
+            except SourceError as error:  # empty files: nothing to ingest until rows arrive
                 context.log.info(str(error))
                 continue
-            first, last = max(first.isoformat(), keys[0]), min(last.isoformat(), keys[-1])
-            if first > last:
-                context.log.info(f"{change.path}: no day inside the configured range, skipped")
-                continue
+            first, last = (min(max(day.isoformat(), keys[0]), keys[-1]) for day in (first, last))
             yield dg.RunRequest(
                 run_key=run_key,
-                asset_selection=[dg.AssetKey(f"raw_{change.table}")],
-                tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+                asset_selection=[dg.AssetKey(f"raw_{table}")],
+                tags={
+                    "dagster/asset_partition_range_start": first,
+                    "dagster/asset_partition_range_end": last,
+                    "ubp/source_files": str(len(files)),
+                },
             )
         context.update_cursor(json.dumps(signatures))
 

@@ -1,9 +1,10 @@
-"""Load source files into the warehouse: refused rows go to quarantine with a reason, and the counts must reconcile."""
+"""Load source files into the warehouse: refused rows go to quarantine with a reason, and the counts must reconcile
+over every row of the files read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -13,20 +14,34 @@ from duckdb import sqltypes as types
 from ubp_pipeline.core.common.sql import run_sql
 from ubp_pipeline.core.warehouse.database import transaction
 from ubp_pipeline.core.warehouse.events import PAYLOAD_COLUMN
-from ubp_pipeline.core.warehouse.source_layout import PRODUCT_PROPERTIES, SourceLayout
+from ubp_pipeline.core.warehouse.source_layout import PRODUCT_PROPERTIES, SourceLayout, describe_files, reading_source
 
 SOURCE_VIEW = "source_rows"
 
 
 class ReconciliationError(RuntimeError):
-    """Rows read from the source do not equal rows accepted plus rows quarantined; nothing was written."""
+    """Rows read from the source do not equal rows accepted plus rows quarantined (plus rows other runs account for);
+    nothing was written."""
 
-    def __init__(self, table: str, read_rows: int, accepted_rows: int, quarantined_rows: int):
-        self.counts = {"read_rows": read_rows, "accepted_rows": accepted_rows, "quarantined_rows": quarantined_rows}
+    def __init__(self, table: str, read_rows: int, accepted_rows: int, quarantined_rows: int, other_runs_rows: int = 0):
+        self.counts = {
+            "read_rows": read_rows,
+            "accepted_rows": accepted_rows,
+            "quarantined_rows": quarantined_rows,
+            "other_runs_rows": other_runs_rows,
+        }
         super().__init__(
-            f"{table}: read {read_rows} rows but stored {accepted_rows} accepted + {quarantined_rows} quarantined; "
-            "the write was rolled back"
+            f"{table}: read {read_rows} rows but stored {accepted_rows} accepted + {quarantined_rows} quarantined "
+            f"(+ {other_runs_rows} for other days); the write was rolled back"
         )
+
+
+class MissingCatalogueError(ValueError):
+    """Product events cannot be checked against an empty catalogue: every sku would be refused as unknown."""
+
+
+class ShrinkingDeliveryError(ValueError):
+    """The source now holds far fewer rows for days the warehouse already has; replacing them would lose rows."""
 
 
 @dataclass
@@ -38,12 +53,18 @@ class IngestReport:
     read_rows: int
     accepted_rows: int
     quarantined_rows: int
+    other_runs_rows: int = 0  # rows of the same files that belong to other days (or files) and so to other runs
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     accepted_by_day: dict[str, int] = field(default_factory=dict)
 
     @property
+    def reconciles(self) -> bool:
+        return self.read_rows == self.accepted_rows + self.quarantined_rows + self.other_runs_rows
+
+    @property
     def quarantine_share(self) -> float:
-        return self.quarantined_rows / self.read_rows if self.read_rows else 0.0
+        decided = self.accepted_rows + self.quarantined_rows
+        return self.quarantined_rows / decided if decided else 0.0
 
 
 def _column(name: str, alias: str, sql_type) -> ColumnExpression:
@@ -77,28 +98,66 @@ def _event_columns(event_type: str) -> list:
     ]
 
 
-def day_window(first_day: date, last_day: date) -> tuple[datetime, datetime]:
-    """The half-open timestamp range [first_day 00:00, last_day + 1 00:00) covered by a range of daily partitions."""
-    return datetime.combine(first_day, time()), datetime.combine(last_day + timedelta(days=1), time())
+KEEP_SHARE = 0.5  # a re-delivery that keeps less than half of a stored day's rows is refused unless asked for
 
 
 def ingest_events(
-    con: duckdb.DuckDBPyConnection, source: SourceLayout, event_type: str, first_day: date, last_day: date
+    con: duckdb.DuckDBPyConnection,
+    source: SourceLayout,
+    event_type: str,
+    first_day: date,
+    last_day: date,
+    *,
+    configured_days: tuple[date, date] | None = None,
+    allow_shrink: bool = False,
 ) -> IngestReport:
-    """Replace the days [first_day, last_day] of one event type with what the source holds for them, in one transaction."""
+    """Replace the days [first_day, last_day] of one event type with what the source holds for them, in one transaction.
+
+    Every row of the files is accounted for: rows of the window are accepted or quarantined, rows that belong to no
+    configured day (``configured_days``, default the window) are quarantined as ``outside_day_range`` or
+    ``unparseable_timestamp`` by the one run that owns their file, and the rest belong to other days' runs.
+    A delivery that would shrink a stored day is refused unless ``allow_shrink``.
+    """
     files = source.checked_files(event_type)
+    _require_catalogue(con, event_type)
     _register_source(con, files, _event_columns(event_type))
-    window_start, window_end = day_window(first_day, last_day)
-    window = {"window_start": window_start, "window_end": window_end}
-    days = {"first_day": first_day, "last_day": last_day}
-    run_sql(con, "warehouse/stage_events", payload=PAYLOAD_COLUMN[event_type], **window)
-    with transaction(con):
-        run_sql(con, "warehouse/replace_event_days", event_type=event_type, **days)
-        read, accepted, quarantined = run_sql(con, "warehouse/reconcile_event_days", event_type=event_type, **window, **days).fetchone()
-        _require_reconciled(event_type, read, accepted, quarantined)
-    report = _report(con, event_type, files, "warehouse/staged_event_counts", read, accepted, quarantined)
+    range_first_day, range_last_day = configured_days or (first_day, last_day)
+    days = {"first_day": first_day, "last_day": last_day, "range_first_day": range_first_day, "range_last_day": range_last_day}
+    with reading_source(event_type, files):
+        run_sql(con, "warehouse/stage_events", payload=PAYLOAD_COLUMN[event_type], **days)
+        if not allow_shrink:
+            _refuse_shrinking_days(con, event_type, files, first_day, last_day)
+        with transaction(con):
+            run_sql(con, "warehouse/replace_event_days", event_type=event_type, **days)
+            (counts,) = run_sql(con, "warehouse/reconcile_event_days", event_type=event_type, **days).fetchall()
+            _require_reconciled(event_type, *counts)
+    report = _report(con, event_type, files, "warehouse/staged_event_counts", *counts)
     con.execute("DROP TABLE staged_events")
     return report
+
+
+def _require_catalogue(con: duckdb.DuckDBPyConnection, event_type: str) -> None:
+    """Raw events depend on the catalogue (as their assets do): without it every sku would be refused as unknown."""
+    ((skus,),) = con.execute("SELECT count(*) FROM product_properties").fetchall()
+    if not skus:
+        raise MissingCatalogueError(
+            f"{event_type}: the warehouse has no product catalogue yet (every sku would be quarantined as "
+            "unknown_sku); materialize `product_properties` first"
+        )
+
+
+def _refuse_shrinking_days(con, event_type: str, files: list[Path], first_day: date, last_day: date) -> None:
+    shrinking = run_sql(
+        con, "warehouse/shrinking_days", event_type=event_type, first_day=first_day, last_day=last_day, keep_share=KEEP_SHARE
+    ).fetchall()
+    if shrinking:
+        days = ", ".join(f"{day} ({stored} stored, {delivered} delivered)" for day, stored, delivered in shrinking[:5])
+        more = f" and {len(shrinking) - 5} more days" if len(shrinking) > 5 else ""
+        raise ShrinkingDeliveryError(
+            f"{event_type}: {describe_files(files)} would remove ingested rows of {len(shrinking)} day(s): {days}{more}. "
+            "Nothing was changed; if the smaller delivery is right, re-run with `allow_shrink: true` in the raw "
+            "events' run config"
+        )
 
 
 def ingest_product_properties(con: duckdb.DuckDBPyConnection, source: SourceLayout) -> IngestReport:
@@ -114,22 +173,23 @@ def ingest_product_properties(con: duckdb.DuckDBPyConnection, source: SourceLayo
             _column("name", "name_text", types.VARCHAR),
         ],
     )
-    run_sql(con, "warehouse/stage_product_properties")
-    with transaction(con):
-        run_sql(con, "warehouse/replace_product_properties")
-        read, accepted, quarantined = run_sql(con, "warehouse/reconcile_product_properties").fetchone()
-        _require_reconciled(PRODUCT_PROPERTIES, read, accepted, quarantined)
-    report = _report(con, PRODUCT_PROPERTIES, files, "warehouse/staged_product_counts", read, accepted, quarantined)
+    with reading_source(PRODUCT_PROPERTIES, files):
+        run_sql(con, "warehouse/stage_product_properties")
+        with transaction(con):
+            run_sql(con, "warehouse/replace_product_properties")
+            (counts,) = run_sql(con, "warehouse/reconcile_product_properties").fetchall()
+            _require_reconciled(PRODUCT_PROPERTIES, *counts)
+    report = _report(con, PRODUCT_PROPERTIES, files, "warehouse/staged_product_counts", *counts)
     con.execute("DROP TABLE staged_products")
     return report
 
 
-def _require_reconciled(table: str, read: int, accepted: int, quarantined: int) -> None:
-    if read != accepted + quarantined:
-        raise ReconciliationError(table, read, accepted, quarantined)
+def _require_reconciled(table: str, read: int, accepted: int, quarantined: int, other_runs: int = 0) -> None:
+    if read != accepted + quarantined + other_runs:
+        raise ReconciliationError(table, read, accepted, quarantined, other_runs)
 
 
-def _report(con, table, files, counts_sql, read, accepted, quarantined) -> IngestReport:
+def _report(con, table, files, counts_sql, read, accepted, quarantined, other_runs=0) -> IngestReport:
     by_reason: dict[str, int] = {}
     by_day: dict[str, int] = {}
     for day, outcome, n in run_sql(con, counts_sql).fetchall():
@@ -143,6 +203,7 @@ def _report(con, table, files, counts_sql, read, accepted, quarantined) -> Inges
         read_rows=read,
         accepted_rows=accepted,
         quarantined_rows=quarantined,
+        other_runs_rows=other_runs,
         quarantined_by_reason=by_reason,
         accepted_by_day=by_day,
     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -91,6 +95,40 @@ def check_schema(path: Path, table: str) -> None:
         found = schema.field(index).type
         if not (_KIND_CHECKS[kind](found) or pa.types.is_null(found)):  # an all-null column: rows get quarantined
             raise SourceError(f"{table}: file {path}, column '{column}' has type {found}, expected {kind}")
+
+
+@contextmanager
+def reading_source(table: str, files: list[Path]) -> Iterator[None]:
+    """Turn DuckDB's failure to decode a source file into a SourceError naming the file and, where the parquet reader
+    can tell, the row group and column: corrupt bytes are bad input, never a transient fault worth retrying."""
+    try:
+        yield
+    except duckdb.InvalidInputException as error:
+        named = re.search(r'file "([^"]+)"', str(error))  # DuckDB names the file it failed on: look there first
+        suspects = sorted(files, key=lambda path: not named or str(path) != named.group(1))
+        where = next((found for found in map(_corruption, suspects) if found), None)
+        raise SourceError(f"{table}: {where or f'could not read {describe_files(files)} ({error})'}") from error
+
+
+def _corruption(path: Path) -> str | None:
+    """Where a parquet file fails to decode (first row group and column that do), or None if it reads whole."""
+    reader = pq.ParquetFile(path)
+    for group in range(reader.num_row_groups):
+        for column in reader.schema_arrow.names:
+            try:
+                reader.read_row_group(group, columns=[column])
+            except (OSError, pa.ArrowException) as exc:
+                return (
+                    f"file {path} is corrupt in row group {group} (of {reader.num_row_groups}), "
+                    f"column '{column}' ({exc}); re-export or remove the file"
+                )
+    return None
+
+
+def describe_files(files: list[Path], shown: int = 3) -> str:
+    """A short list of file names for a message: the first few, then how many more."""
+    names = ", ".join(map(str, files[:shown]))
+    return names + (f" and {len(files) - shown} more" if len(files) > shown else "")
 
 
 def load_relevant_clients(layout: SourceLayout, fallback: list[np.ndarray]) -> np.ndarray:
