@@ -1,7 +1,9 @@
-"""The backtest through Dagster on a small synthetic set: targets, the table with every row, the chart, refusals."""
+"""The backtest through Dagster on a small fixed synthetic set: the quality it must keep, intervals, the block
+selection and who may use it, refusals."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import dagster as dg
@@ -15,7 +17,12 @@ from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize
 
-CONFIG = SyntheticConfig(users=300, days=40, seed=3, start=date(2022, 6, 23))
+CONFIG = SyntheticConfig(users=1200, days=56, seed=3, start=date(2022, 6, 23))
+# Stated margins. A probe that learned nothing scores AUROC 0.5, at most 0.8 * 0.5 + 0.1 + 0.1 = 0.6 on a propensity
+# task (novelty and diversity are at most 1), so at most 2 * 0.5 + 4 * 0.6 = 3.4 in total over the six tasks.
+CHANCE_TOTAL_CEILING = 3.4
+ORACLE_OVER_CHANCE = 0.3  # the planted truth's total, lower bound of its interval, clears that ceiling by this much
+ENSEMBLE_OVER_BASELINE = 0.1  # the ensemble's total over the challenge's raw aggregated-features baseline
 LAST = CONFIG.start + timedelta(days=CONFIG.days - 1)
 D = LAST - timedelta(days=28)
 
@@ -35,12 +42,17 @@ def world(tmp_path_factory):
 
 
 def _train_models(defs, instance, day: date) -> None:
+    """Models trained with their cutoff at ``day`` (skipped when they already are), and the profiles of D."""
     config = {"ops": {model_key(name): {"config": {"training_day": day.isoformat()}} for name in BLOCKS}}
+    events = [instance.get_latest_materialization_event(dg.AssetKey(model_key(name))) for name in BLOCKS]
+    cutoffs = {e and e.asset_materialization.metadata["training_cutoff"].value for e in events}
+    if cutoffs == {day.isoformat()}:
+        return
     assert materialize(defs, "group:models", instance, run_config=config).success
     assert materialize(defs, ["group:embeddings", "group:profiles"], instance, partition=D).success
 
 
-def test_the_backtest_scores_every_row_and_draws_the_chart(world):
+def test_the_ensemble_beats_the_baseline_and_the_oracle_beats_chance_beyond_noise(world):
     settings, defs, instance = world
     _train_models(defs, instance, D)
     config = {"ops": {"profile_evaluation": {"config": {"score_blocks": False}}}}
@@ -49,13 +61,50 @@ def test_the_backtest_scores_every_row_and_draws_the_chart(world):
     folder = settings.artifact_dir / "profile_evaluation" / D.isoformat()
     scores = pd.read_parquet(folder / "scores.parquet")
     assert list(dict.fromkeys(scores["row"])) == ["ensemble", "baseline", "baseline_scaled", "oracle"]
-    assert {"churn", "conversion", "propensity_category", "propensity_sku", "propensity_price"} <= set(scores["task"])
-    assert scores["probe"].unique().tolist() == ["quick-w256"]
-    assert scores["score"].between(0, 1).all()
-    assert (folder / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(dict.fromkeys(scores["task"])) == [
+        "churn", "conversion", "propensity_category", "propensity_sku", "propensity_price", "propensity_new_sku", "total",
+    ]
+    assert (scores["score_lower"] <= scores["score"]).all() and (scores["score"] <= scores["score_upper"]).all()
+    total = scores[scores["task"] == "total"].set_index("row")
+    print(total[["score", "score_lower", "score_upper", "diff_lower", "diff_upper", "beyond_noise"]])
+
+    assert total.loc["oracle", "score_lower"] >= CHANCE_TOTAL_CEILING + ORACLE_OVER_CHANCE
+    baseline = total.loc["baseline"]  # its difference to the ensemble: baseline - ensemble
+    assert total.loc["ensemble", "score"] - baseline["score"] >= ENSEMBLE_OVER_BASELINE
+    assert baseline["beyond_noise"] and baseline["diff_upper"] < 0
+
     metadata = result.asset_materializations_for_node("profile_evaluation")[0].metadata
-    assert "ensemble | " in metadata["scores"].value and metadata["chart"].value.startswith("![scores](data:image/png;base64,")
-    assert metadata["ensemble_total"].value == pytest.approx(scores.loc[scores["row"] == "ensemble", "score"].sum())
+    assert metadata["ensemble_total"].value == pytest.approx(total.loc["ensemble", "score"])
+    assert metadata["ensemble_total_lower"].value < metadata["ensemble_total"].value < metadata["ensemble_total_upper"].value
+    assert metadata["baseline_total_beyond_noise"].value is True
+    assert "ensemble | " in metadata["scores"].value and "▼" in metadata["scores"].value
+    assert (folder / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "selected_blocks" not in metadata  # no block rows, no selection
+
+
+def test_the_selection_is_recorded_and_shapes_only_profiles_after_its_evidence(world):
+    settings, defs, instance = world
+    _train_models(defs, instance, D)
+    config = {"ops": {"profile_evaluation": {"config": {"select_blocks": "always", "bootstrap_replicates": 100}}}}
+    result = materialize(defs, "profile_evaluation", instance, partition=D, run_config=config)
+    assert result.success
+    selection = json.loads((settings.artifact_dir / "profile_evaluation" / D.isoformat() / "selection.json").read_text())
+    best_single = max((t for t in selection["trials"] if t["round"] == 0), key=lambda t: t["total"])
+    chosen = next(t for t in reversed(selection["trials"]) if t["accepted"])
+    assert chosen["blocks"] == selection["blocks"] and chosen["total"] >= best_single["total"]
+    assert selection["evidence_until"] == LAST.isoformat()
+
+    profiles = settings.artifact_dir / "universal_profiles"
+    assert materialize(defs, ["universal_profiles"], instance, partition=D).success
+    own = json.loads((profiles / D.isoformat() / "manifest.json").read_text())
+    assert own["block_selection"]["source"].startswith("every block")  # D's own profile never uses D's selection
+    assert [b["name"] for b in own["blocks"]] == list(BLOCKS)
+
+    assert materialize(defs, ["user_sequences", "stat_features"], instance, partition=LAST).success
+    assert materialize(defs, ["group:embeddings", "group:profiles"], instance, partition=LAST).success
+    newest = json.loads((profiles / LAST.isoformat() / "manifest.json").read_text())
+    assert [b["name"] for b in newest["blocks"]] == selection["blocks"]
+    assert newest["block_selection"]["decided_on"] == D.isoformat()
 
 
 def test_a_day_without_a_complete_future_cannot_be_evaluated(world):

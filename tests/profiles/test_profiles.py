@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from ubp_pipeline.assets.embedders import model_key
+from ubp_pipeline.assets.profiles import choose_blocks
 from ubp_pipeline.core.profiles.assembly import (
     CLIENT_IDS_FILE,
     EMBEDDINGS_FILE,
     MANIFEST_FILE,
+    SELECTION_FILE,
     TABLE_FILE,
     BlockVectors,
     ProfileError,
     assemble_profiles,
+    latest_selection,
     validate_profiles,
     write_profiles,
 )
@@ -78,6 +81,28 @@ def test_the_validator_rejects_broken_files(tmp_path, damage, problem):
     out = write_profiles(assemble_profiles([A, B], clients), tmp_path / "day")
     damage(out)
     assert any(problem in p for p in validate_profiles(out, clients)), validate_profiles(out, clients)
+
+
+def _write_selection(root, decided_on: str, evidence_until: str, blocks: list[str]) -> None:
+    folder = root / decided_on
+    folder.mkdir(parents=True)
+    selection = {"blocks": blocks, "decided_on": decided_on, "evidence_until": evidence_until, "trials": []}
+    (folder / SELECTION_FILE).write_text(json.dumps(selection))
+
+
+def test_a_profile_uses_the_newest_selection_whose_evidence_ended_by_its_day(tmp_path):
+    _write_selection(tmp_path, "2022-07-01", "2022-07-29", ["statistics"])
+    _write_selection(tmp_path, "2022-07-10", "2022-08-07", ["statistics", "gru_week_all"])
+    assert latest_selection(tmp_path, date(2022, 7, 28)) is None  # the backtest of 07-01 saw purchases up to 07-29
+    assert latest_selection(tmp_path, date(2022, 7, 29))["blocks"] == ["statistics"]
+    assert latest_selection(tmp_path, date(2022, 9, 1))["blocks"] == ["statistics", "gru_week_all"]
+
+    names, why = choose_blocks([], tmp_path, date(2022, 9, 1))
+    assert names == ["statistics", "gru_week_all"] and why["source"] == "backtest selection"
+    assert why["decided_on"] == "2022-07-10" and why["path"].endswith(SELECTION_FILE)
+    assert choose_blocks(["als_urls"], tmp_path, date(2022, 9, 1)) == (["als_urls"], {"source": "pinned in run config"})
+    names, why = choose_blocks([], tmp_path, date(2022, 7, 2))
+    assert names == list(BLOCKS) and why["source"].startswith("every block")
 
 
 def test_the_whole_graph_materializes_valid_profiles_through_dagster(tiny_defs, tiny_settings, instance, tiny_source):

@@ -1,10 +1,20 @@
-"""universal_profiles: the blocks of a day concatenated into one float16 vector per relevant client."""
+"""universal_profiles: the blocks of a day concatenated into one float16 vector per relevant client.
+
+Which blocks: those pinned in run config (`blocks: [...]`), else the newest selection of profile_evaluation whose
+evidence ends on or before the day (the backtest of day D chooses blocks for days from D + 28 on, so the newest day's
+profile follows the last complete backtest and no backtest ever scores a profile shaped by its own future), else every
+block of the registry. The choice and its evidence are recorded in the manifest (`block_selection`).
+"""
+
+from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
 from ubp_pipeline.assets.automation import REFRESH
 from ubp_pipeline.assets.embedders import embeddings_key
 from ubp_pipeline.core.profiles.registry import BLOCKS
+from ubp_pipeline.partitions import partition_day
 from ubp_pipeline.resources import ArtifactStore, EventSource
 
 UNIVERSAL_PROFILES = "universal_profiles"
@@ -12,7 +22,23 @@ VALID_SUBMISSION = "valid_submission"
 
 
 class ProfilesConfig(dg.Config):
-    blocks: list[str] = []  # block names to concatenate, in order; empty = every block of the registry
+    blocks: list[str] = []  # block names to concatenate, in order; empty = the backtest's selection, else every block
+
+
+def choose_blocks(pinned: list[str], backtest_root: Path, day: date) -> tuple[list[str], dict]:
+    """The blocks of a profile day and why: pinned, selected by a backtest (with its evidence), or all of them."""
+    from ubp_pipeline.core.profiles.assembly import latest_selection
+
+    if pinned:
+        unknown = sorted(set(pinned) - set(BLOCKS))
+        if unknown:
+            raise dg.Failure(f"unknown blocks {unknown}; known: {sorted(BLOCKS)}")
+        return list(pinned), {"source": "pinned in run config"}
+    selection = latest_selection(backtest_root, day)
+    known = [name for name in (selection or {}).get("blocks", []) if name in BLOCKS]
+    if not known:
+        return list(BLOCKS), {"source": "every block (no backtest selection is usable for this day)"}
+    return known, {"source": "backtest selection", **selection}
 
 
 def _blocks_markdown(manifest: dict) -> str:
@@ -45,19 +71,19 @@ def profile_assets(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     def universal_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig, artifacts: ArtifactStore, source: EventSource):
         """One row per relevant client: each block's vector (PCA/L2/quantile-scaled as configured, the block's
         training-day mean where the block does not cover the user), concatenated, float16."""
+        from ubp_pipeline.assets.evaluation import PROFILE_EVALUATION
         from ubp_pipeline.core.profiles.assembly import assemble_profiles, validate_profiles, write_profiles
         from ubp_pipeline.core.profiles.blocks import load_block_vectors
         from ubp_pipeline.core.warehouse.source_layout import load_relevant_clients
 
-        names = config.blocks or list(BLOCKS)
-        unknown = sorted(set(names) - set(BLOCKS))
-        if unknown:
-            raise dg.Failure(f"unknown blocks {unknown}; known: {sorted(BLOCKS)}")
         day = context.partition_key
+        names, selection = choose_blocks(config.blocks, artifacts.asset_dir(PROFILE_EVALUATION), partition_day(day))
+        context.log.info(f"blocks {names}: {selection['source']}")
         blocks = [load_block_vectors(artifacts.partition_dir(embeddings_key(name), day)) for name in names]
         clients = load_relevant_clients(source.layout(), fallback=[b.client_ids for b in blocks])
         profiles = assemble_profiles(blocks, clients)
-        out = write_profiles(profiles, artifacts.partition_dir(UNIVERSAL_PROFILES, day), {"as_of": day})
+        extra = {"as_of": day, "block_selection": selection}
+        out = write_profiles(profiles, artifacts.partition_dir(UNIVERSAL_PROFILES, day), extra)
         problems = validate_profiles(out, clients)
         yield dg.MaterializeResult(
             metadata={
@@ -65,6 +91,7 @@ def profile_assets(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                 "users": profiles.manifest["users"],
                 "dims": profiles.manifest["dims"],
                 "blocks": dg.MetadataValue.md(_blocks_markdown(profiles.manifest)),
+                "block_selection": dg.MetadataValue.json(selection),
                 **{f"coverage_{b['name']}": b["coverage"] for b in profiles.manifest["blocks"]},
             }
         )

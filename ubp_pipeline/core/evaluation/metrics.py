@@ -68,22 +68,22 @@ def auroc(labels: np.ndarray, scores: np.ndarray, *, challenge_convention: bool 
     )
 
 
-def diversity(probabilities: np.ndarray) -> float:
-    """Mean normalised entropy of each user's probabilities renormalised to sum 1: 1 for uniform, 0 for one-hot."""
+def user_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """(n,) each user's probabilities renormalised to sum 1, their entropy divided by log2(K): 1 uniform, 0 one-hot."""
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"diversity needs (n_users, K >= 2) probabilities, got shape {p.shape}")
     q = p / p.sum(axis=1, keepdims=True)
-    entropy = -(q * np.log2(q + ENTROPY_EPSILON)).sum(axis=1)
-    return float(entropy.mean() / np.log2(p.shape[1]))
+    return -(q * np.log2(q + ENTROPY_EPSILON)).sum(axis=1) / np.log2(p.shape[1])
 
 
-def novelty(probabilities: np.ndarray, popularity: np.ndarray, k: int = NOVELTY_TOP_K) -> float:
-    """(1 - mean popularity mass of each user's top-k)^100, popularity rescaled by its k largest values' sum.
+def diversity(probabilities: np.ndarray) -> float:
+    """Mean normalised entropy of each user's probabilities renormalised to sum 1: 1 for uniform, 0 for one-hot."""
+    return float(user_entropy(probabilities).mean())
 
-    Each user's mass is the sum over their k most probable targets of probability x rescaled popularity, so it lies
-    in [0, 1]; the 100th power makes the metric fall steeply as predictions lean on the most bought targets.
-    """
+
+def user_popularity_mass(probabilities: np.ndarray, popularity: np.ndarray, k: int = NOVELTY_TOP_K) -> np.ndarray:
+    """(n,) sum over each user's k most probable targets of probability x popularity rescaled by its k largest values."""
     p = np.asarray(probabilities, dtype=np.float64)
     pop = np.asarray(popularity, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != pop.shape[0]:
@@ -91,8 +91,16 @@ def novelty(probabilities: np.ndarray, popularity: np.ndarray, k: int = NOVELTY_
     k = min(k, pop.shape[0])
     rescaled = pop / np.sort(pop)[-k:].sum()
     top = np.argpartition(-p, k - 1, axis=1)[:, :k]
-    mass = (np.take_along_axis(p, top, axis=1) * rescaled[top]).sum(axis=1)
-    return float((1.0 - mass.mean()) ** NOVELTY_EXPONENT)
+    return (np.take_along_axis(p, top, axis=1) * rescaled[top]).sum(axis=1)
+
+
+def novelty(probabilities: np.ndarray, popularity: np.ndarray, k: int = NOVELTY_TOP_K) -> float:
+    """(1 - mean popularity mass of each user's top-k)^100, popularity rescaled by its k largest values' sum.
+
+    Each user's mass lies in [0, 1]; the 100th power makes the metric fall steeply as predictions lean on the most
+    bought targets.
+    """
+    return float((1.0 - user_popularity_mass(probabilities, popularity, k).mean()) ** NOVELTY_EXPONENT)
 
 
 def task_score(

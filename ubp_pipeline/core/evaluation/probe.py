@@ -96,6 +96,7 @@ class ProbeResult:
     best_epoch: int  # 1-based
     challenge_convention: bool
     runtime: dict[str, Any]  # TorchRuntime.describe(): device, threads, torch version
+    probabilities: np.ndarray  # window-2 predictions of the best epoch, rows aligned with the task's users
     score_rule: str = SCORE_RULE
 
     @property
@@ -198,18 +199,19 @@ def run_probe(
     config = ProbeNetConfig(input_dim=embeddings.shape[1], output_dim=task.output_dim, width=settings.width)
     model = ProbeNet(config).to(runtime.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
-    history = TrainingHistory()
+    history, predictions = TrainingHistory(), []
     for epoch in range(1, settings.epochs + 1):
         started = time.perf_counter()
         train_loss = _train_epoch(
             model, optimizer, embeddings, task, settings, runtime, f"probe {task.name} epoch {epoch}"
         )
-        probabilities = _predict(model, embeddings, task.users, settings, runtime)
+        predictions.append(_predict(model, embeddings, task.users, settings, runtime))
         metrics = evaluate_predictions(
-            task.kind, task.score_labels, probabilities, task.popularity, challenge_convention=challenge_convention
+            task.kind, task.score_labels, predictions[-1], task.popularity, challenge_convention=challenge_convention
         )
         row = {"train_loss": train_loss, **metrics.as_dict(), "seconds": time.perf_counter() - started}
         history.record(epoch, row, on_epoch)
+    selected = best_epoch(history.series("score"))
     return ProbeResult(
         task=task.name,
         kind=task.kind,
@@ -217,9 +219,10 @@ def run_probe(
         settings=settings,
         n_users=len(task.users),
         history=history,
-        best_epoch=best_epoch(history.series("score")),
+        best_epoch=selected,
         challenge_convention=challenge_convention,
         runtime=runtime.describe(),
+        probabilities=predictions[selected - 1],
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ CLIENT_IDS_FILE = "client_ids.npy"
 EMBEDDINGS_FILE = "embeddings.npy"
 TABLE_FILE = "profiles.parquet"
 MANIFEST_FILE = "manifest.json"
+SELECTION_FILE = "selection.json"  # written by the backtest of a day: the blocks its evidence chose
 MAX_DIMS = 2048
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -129,3 +131,14 @@ def validate_profiles(folder: str | Path, relevant_clients: np.ndarray | None = 
         if len(extra):
             problems.append(f"{len(extra)} client ids are not relevant clients (e.g. {extra[:3].tolist()})")
     return problems
+
+
+def latest_selection(backtest_root: str | Path, day: date) -> dict | None:
+    """The newest block selection usable for a profile of ``day``: its evidence (purchases up to ``evidence_until``)
+    must end on or before that day, so a selection never shapes a profile that its own backtest evaluates."""
+    usable = []
+    for path in Path(backtest_root).glob(f"*/{SELECTION_FILE}"):
+        selection = json.loads(path.read_text())
+        if selection["evidence_until"] <= day.isoformat():
+            usable.append({**selection, "path": str(path)})
+    return max(usable, key=lambda s: s["decided_on"], default=None)
