@@ -61,6 +61,7 @@ def settings_for(source: Path, home: Path, first_day: date, last_day: date, look
     return Settings(
         source_dir=source, home=home, first_day=first_day, fixed_last_day=last_day, lookback_days=lookback_days,
         torch_threads=1,  # tiny models gain nothing from more threads, and on a busy machine extra threads only wait
+        probe="quick",  # the official probe costs minutes per task on a CPU; tests check mechanics, not the ranking
     )
 
 
@@ -73,5 +74,6 @@ def pipeline_env(source: Path, root: Path, first_day: date, last_day: date, **ex
         "UBP_HOME": str(root / "home"),
         "UBP_FIRST_DAY": first_day.isoformat(),
         "UBP_LAST_DAY": last_day.isoformat(),
+        "UBP_PROBE": "quick",
         **extra,
     }

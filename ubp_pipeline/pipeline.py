@@ -10,6 +10,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from ubp_pipeline.assets.embedders import model_key
+from ubp_pipeline.assets.evaluation import PROFILE_EVALUATION
 from ubp_pipeline.assets.recommender import RECOMMENDER_GROUP, SASREC_MODEL
 from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.runner import RunResult, materialize
@@ -55,7 +56,8 @@ def run_pipeline(defs: dg.Definitions, settings: Settings, instance: dg.DagsterI
         runs.add(materialize(defs, OUTPUTS, instance, partition=day))
     evaluated = backtest_day(settings)
     if evaluated is not None:
-        runs.add(materialize(defs, "group:evaluation", instance, partition=evaluated))
+        evaluation_config = {"ops": {PROFILE_EVALUATION: {"config": {"probe": settings.probe}}}}
+        runs.add(materialize(defs, "group:evaluation", instance, partition=evaluated, run_config=evaluation_config))
     recommender_config = {"ops": {SASREC_MODEL: {"config": {"training_day": cutoff}}}}
     runs.add(materialize(defs, f"group:{RECOMMENDER_GROUP}", instance, run_config=recommender_config))
     return runs

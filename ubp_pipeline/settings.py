@@ -30,6 +30,7 @@ class Settings:
     lookback_days: int
     torch_threads: int = 0  # 0 = one per available core
     executor: str = "in_process"  # see ubp_pipeline/executors.py
+    probe: str = "auto"  # the main job's backtest probe: auto (official; sampled users on a CPU), official or quick
 
     @property
     def last_day(self) -> date:
@@ -65,6 +66,7 @@ class Settings:
             lookback_days=int(env.get("UBP_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS)),
             torch_threads=int(env.get("UBP_TORCH_THREADS", 0)),
             executor=env.get("UBP_EXECUTOR", "in_process"),
+            probe=env.get("UBP_PROBE", "auto"),
         )
         if settings.last_day < settings.first_day:
             raise ValueError(f"UBP_LAST_DAY {settings.last_day} is before UBP_FIRST_DAY {settings.first_day}")

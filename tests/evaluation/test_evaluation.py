@@ -18,6 +18,7 @@ from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize
 
 CONFIG = SyntheticConfig(users=1200, days=56, seed=3, start=date(2022, 6, 23))
+# The quick probe throughout: these tests check the backtest's mechanics and margins, not the official ranking.
 # Stated margins. A probe that learned nothing scores AUROC 0.5, at most 0.8 * 0.5 + 0.1 + 0.1 = 0.6 on a propensity
 # task (novelty and diversity are at most 1), so at most 2 * 0.5 + 4 * 0.6 = 3.4 in total over the six tasks.
 CHANCE_TOTAL_CEILING = 3.4
@@ -55,7 +56,7 @@ def _train_models(defs, instance, day: date) -> None:
 def test_the_ensemble_beats_the_baseline_and_the_oracle_beats_chance_beyond_noise(world):
     settings, defs, instance = world
     _train_models(defs, instance, D)
-    config = {"ops": {"profile_evaluation": {"config": {"score_blocks": False}}}}
+    config = {"ops": {"profile_evaluation": {"config": {"score_blocks": False, "probe": "quick"}}}}
     result = materialize(defs, "group:evaluation", instance, partition=D, run_config=config)
     assert result.success
     folder = settings.artifact_dir / "profile_evaluation" / D.isoformat()
@@ -85,7 +86,7 @@ def test_the_ensemble_beats_the_baseline_and_the_oracle_beats_chance_beyond_nois
 def test_the_selection_is_recorded_and_shapes_only_profiles_after_its_evidence(world):
     settings, defs, instance = world
     _train_models(defs, instance, D)
-    config = {"ops": {"profile_evaluation": {"config": {"select_blocks": "always", "bootstrap_replicates": 100}}}}
+    config = {"ops": {"profile_evaluation": {"config": {"select_blocks": "always", "bootstrap_replicates": 100, "probe": "quick"}}}}
     result = materialize(defs, "profile_evaluation", instance, partition=D, run_config=config)
     assert result.success
     selection = json.loads((settings.artifact_dir / "profile_evaluation" / D.isoformat() / "selection.json").read_text())
@@ -118,7 +119,8 @@ def test_a_day_without_a_complete_future_cannot_be_evaluated(world):
 def test_models_trained_after_the_day_are_refused(world):
     _, defs, instance = world
     _train_models(defs, instance, D + timedelta(days=5))
-    result = materialize(defs, "profile_evaluation", instance, partition=D, raise_on_error=False)
+    config = {"ops": {"profile_evaluation": {"config": {"probe": "quick"}}}}
+    result = materialize(defs, "profile_evaluation", instance, partition=D, run_config=config, raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error.message
     assert f"were trained on data after {D}" in failure

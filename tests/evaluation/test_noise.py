@@ -80,8 +80,22 @@ def test_forward_selection_adds_a_block_only_when_it_gains_beyond_noise():
         return total, total + noise + own
 
     chosen, trials = forward_select(["c", "b", "a"], total_of)
-    assert chosen == ["b", "a"]  # the order of the given block list
-    assert [t.round for t in trials] == [0, 1, 1, 2]
-    assert [t.blocks for t in trials if t.accepted] == [["a"], ["b", "a"]]
-    last = trials[-1]
-    assert last.blocks == ["c", "b", "a"] and not last.accepted and last.gain_lower < 0 < last.gain_upper
+    assert [t.round for t in trials] == [0, 1, 1, 2, 3]
+    assert [t.blocks for t in trials if t.accepted][:2] == [["a"], ["b", "a"]]
+    rejected = trials[3]
+    assert rejected.blocks == ["c", "b", "a"] and not rejected.accepted and rejected.gain_lower < 0 < rejected.gain_upper
+    # b + a does not beat all three beyond noise, so dropping c is not earned: the full set stays
+    assert chosen == ["c", "b", "a"] and trials[-1].accepted  # the order of the given block list
+
+
+def test_forward_selection_leaves_out_a_block_that_hurts_beyond_noise():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(scale=0.01, size=200)
+    value = {"a": 3.0, "b": 2.9, "d": 1.0}  # b adds 0.2 to a; d costs 0.3 whatever it joins
+
+    def total_of(blocks):
+        total = value[blocks[0]] if len(blocks) == 1 else 3.0 + 0.2 * ("b" in blocks) - 0.3 * ("d" in blocks)
+        return total, total + noise + rng.normal(scale=0.003, size=200)
+
+    chosen, trials = forward_select(["a", "b", "d"], total_of)
+    assert chosen == ["a", "b"] and not trials[-1].accepted and trials[-1].blocks == ["a", "b", "d"]

@@ -161,3 +161,18 @@ def test_task_validation():
         ProbeTask("churn", "binary", users, labels[:3], labels[:3])
     with pytest.raises(ValueError, match="0/1"):
         ProbeTask("churn", "binary", users, labels * 2, labels)
+
+
+def test_the_backtest_uses_the_official_probe_on_every_user_of_a_gpu_and_a_seeded_sample_on_a_cpu():
+    from ubp_pipeline.core.evaluation.backtest import CPU_SAMPLE_USERS, probe_plan
+
+    assert probe_plan("auto", "cuda", 50_000, None) == (OFFICIAL_PROBE, None)
+    settings, rows = probe_plan("auto", "cpu", 50_000, None, seed=3)
+    assert settings == OFFICIAL_PROBE and len(rows) == len(set(rows)) == CPU_SAMPLE_USERS
+    assert np.all(np.diff(rows) > 0)  # the profile's row order is kept (the official evaluator does not shuffle)
+    assert np.array_equal(rows, probe_plan("auto", "cpu", 50_000, None, seed=3)[1])
+    assert probe_plan("auto", "cpu", 1_000, None)[1] is None  # fewer users than the sample: all of them
+    assert probe_plan("official", "cpu", 50_000, 0)[1] is None  # 0: every user, whatever the device
+    assert probe_plan("quick", "cpu", 50_000, None) == (QUICK_PROBE, None)
+    with pytest.raises(ValueError, match="choose auto, official or quick"):
+        probe_plan("fast", "cpu", 10, None)

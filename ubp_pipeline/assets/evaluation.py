@@ -19,8 +19,12 @@ FUTURE_DAYS = 28
 
 
 class EvaluationConfig(dg.Config):
-    probe: Literal["quick", "official"] = "quick"  # quick = the challenge's protocol with a narrower MLP, labelled
-    score_blocks: bool = True  # also probe each block alone
+    # auto = the official probe (2048 wide), on every user on a GPU and on `sample_users` of them on a CPU; quick = a
+    # 256-wide MLP, labelled, which does not rank rows as the official probe does (bench/results/probe.md)
+    probe: Literal["auto", "official", "quick"] = "auto"
+    sample_users: int = -1  # users probed: -1 = all on a GPU, 1,500 on a CPU (sampled, seeded); 0 = all
+    # also probe each block alone (6 more official probes per block); None: on a GPU yes, on a CPU no
+    score_blocks: bool | None = None
     # forward selection of blocks (needs score_blocks), applied to profiles from D + 28 on; by default only with the
     # official probe: on a 4,000-user set the quick probe chose `statistics` alone, 0.09 below the full ensemble
     # beyond noise by the official probe (bench/results/probe.md)
@@ -83,6 +87,7 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
         from ubp_pipeline.data.synthetic import planted_features
 
         day = partition_day(context.partition_key)
+        runtime = torch_device.runtime()
         block_dirs = [artifacts.partition_dir(embeddings_key(name), context.partition_key) for name in BLOCKS]
         with no_retry_for_bad_input(), warehouse.connect() as con:
             backtest = run_backtest(
@@ -90,13 +95,14 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
                 day,
                 artifacts.partition_dir(UNIVERSAL_PROFILES, context.partition_key),
                 artifacts.partition_dir(DOWNSTREAM_TARGETS, context.partition_key),
-                torch_device.runtime(),
+                runtime,
                 artifacts.partition_dir(PROFILE_EVALUATION, context.partition_key),
                 block_dirs=[folder for folder in block_dirs if folder.exists()],
                 probe=config.probe,
-                score_blocks=config.score_blocks,
+                sample_users=None if config.sample_users < 0 else config.sample_users,
+                score_blocks=config.score_blocks if config.score_blocks is not None else runtime.device.type == "cuda",
                 select=config.select_blocks == "always"
-                or (config.select_blocks == "with_official_probe" and config.probe == "official"),
+                or (config.select_blocks == "with_official_probe" and config.probe != "quick"),
                 noise=NoiseSettings(replicates=config.bootstrap_replicates, probe_seeds=config.probe_seeds),
                 allow_leakage=config.allow_models_trained_after_day,
                 oracle=lambda clients: planted_features(source.directory, day, clients),

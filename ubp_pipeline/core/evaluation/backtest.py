@@ -260,9 +260,32 @@ def select_blocks(scorer: Scorer, blocks: list[Candidate], scores: pd.DataFrame,
         "evidence_until": (day + timedelta(days=HORIZON_DAYS)).isoformat(),
         "probe": scorer.settings.label,
         "rule": "forward selection on the total score; a block is added only when the paired bootstrap interval of "
-        "its gain lies above 0",
+        "its gain lies above 0; the selection replaces the full set of blocks only when it beats it beyond noise",
         "trials": [asdict(trial) for trial in trials],
     }
+
+
+CPU_SAMPLE_USERS = 1_500  # the official probe costs ~15 ms per user and task on 2 CPU cores (bench/results/probe.md)
+
+
+def probe_plan(
+    probe: str, device_type: str, n_users: int, sample_users: int | None, seed: int = 0
+) -> tuple[ProbeSettings, np.ndarray | None]:
+    """Which probe, on which users (row indices in profile order, or None for all).
+
+    ``auto`` is the official probe: the quick one does not rank rows as the official one does (bench/results/probe.md),
+    so it is never chosen for the user. On a GPU it sees every user; on a CPU, ``sample_users`` of them
+    (default CPU_SAMPLE_USERS), so that the backtest ends in minutes; the intervals then say whether that is enough.
+    ``sample_users`` = 0 means every user on any device.
+    """
+    if probe not in ("auto", "official", "quick"):
+        raise ValueError(f"probe {probe!r}: choose auto, official or quick")
+    settings = QUICK_PROBE if probe == "quick" else OFFICIAL_PROBE
+    limit = sample_users if sample_users is not None else (0 if device_type == "cuda" or probe == "quick" else CPU_SAMPLE_USERS)
+    if not limit or limit >= n_users:
+        return settings, None
+    rows = np.sort(np.random.default_rng(seed).choice(n_users, limit, replace=False))  # profile order kept
+    return settings, rows
 
 
 def run_backtest(
@@ -274,7 +297,8 @@ def run_backtest(
     out_dir: Path,
     *,
     block_dirs: list[Path] = (),
-    probe: str = "quick",
+    probe: str = "auto",
+    sample_users: int | None = None,
     score_blocks: bool = True,
     select: bool = False,
     noise: NoiseSettings = NoiseSettings(),
@@ -286,13 +310,17 @@ def run_backtest(
     then choose blocks by forward selection (``select``, needs ``score_blocks``); write table, chart and selection.
 
     Blocks come from ``block_dirs`` (each block's vectors of the day, so the selection may pick a block the profile
-    left out), else from the profile's own columns.
+    left out), else from the profile's own columns. ``probe`` and ``sample_users``: see ``probe_plan``.
     """
     clients, embeddings, manifest = load_profile(profile_dir)
     matrix, layout = embeddings, manifest["blocks"]
     if block_dirs:
         pool = assemble_profiles([load_block_vectors(folder) for folder in block_dirs], clients)
         matrix, layout = pool.embeddings, pool.manifest["blocks"]
+    settings, sampled = probe_plan(probe, runtime.device.type, len(clients), sample_users, runtime.seed)
+    if sampled is not None:
+        log(f"probing {len(sampled):,} of {len(clients):,} users, sampled (the {settings.label} probe on {runtime.device.type})")
+        clients, embeddings, matrix = clients[sampled], embeddings[sampled], matrix[sampled]
     leaking = check_leakage(day, manifest, layout, allow_leakage)
     blocks = block_candidates(matrix, layout) if score_blocks else []
     counts = baseline_features(con, day, clients)
@@ -306,7 +334,6 @@ def run_backtest(
     if planted is not None:
         candidates.append(Candidate("oracle", "oracle", planted))
     tasks = make_tasks(load_targets(targets_dir), clients)
-    settings = QUICK_PROBE if probe == "quick" else OFFICIAL_PROBE
     scorer = Scorer(tasks, runtime, settings, noise, log)
     log(f"probing {len(candidates)} candidates x {len(tasks)} tasks with the {settings.label} probe x {noise.probe_seeds} seed(s)")
     scores, draws = evaluate_candidates(candidates, scorer)

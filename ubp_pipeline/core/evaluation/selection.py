@@ -3,7 +3,9 @@
 Start from the best single block (highest total); each round, try adding every remaining block, take the addition
 with the highest total, and keep it only when the paired bootstrap interval of its gain over the current set lies
 above 0; stop at the first round without such a gain. The chosen set is therefore never below the best single
-block, and every block in it earned its place against the noise of the scoring window.
+block, and every block in it earned its place against the noise of the scoring window. Leaving blocks out must be
+earned as well: the chosen set replaces the full set only when it beats it beyond noise (on a small or noisy window
+forward selection stops early, and the full ensemble stays).
 
 The decision for day D saw purchases up to D + 28 (``evidence_until``): it may shape profiles of that day or later,
 never a profile that is evaluated for an earlier day (universal_profiles and the backtest both enforce this).
@@ -60,6 +62,13 @@ def forward_select(blocks: list[str], total_of: TotalScorer) -> tuple[list[str],
         if not accepted:
             break
         chosen, (current, current_draws) = list(key([*chosen, pick])), tried[pick]
+    if len(chosen) < len(blocks):
+        full, full_draws = total_of(key(blocks))
+        lower, upper = interval(current_draws - full_draws)
+        keeps_fewer = current > full and beyond_noise(lower, upper)
+        trials.append(Trial(trials[-1].round + 1, list(key(blocks)), full, *interval(full_draws), -upper, -lower, not keeps_fewer))
+        if not keeps_fewer:
+            chosen = list(key(blocks))
     return chosen, trials
 
 
