@@ -35,28 +35,28 @@ from ubp_pipeline.core.common.atomic import atomic_path
 from ubp_pipeline.core.common.device import make_runtime
 from ubp_pipeline.core.profiles.embedders.batching import RaggedTokens, length_batches
 from ubp_pipeline.core.profiles.embedders.gru_autoencoder import (
-    GRU_VARIANTS,
-    GRUAutoencoderConfig,
-    GRUAutoencoderEmbedder,
     ReconstructionObjective,
     most_frequent,
     ragged_tokens,
 )
-from ubp_pipeline.core.profiles.embedders.next_event import NextEventEmbedder
 from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
-from ubp_pipeline.core.profiles.embedders.training import BatchOutcome, evaluate, split_rows, train_epoch
+from ubp_pipeline.core.profiles.embedders.training import (
+    BatchOutcome,
+    classification_outcome,
+    evaluate,
+    split_rows,
+    train_epoch,
+)
+from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.core.sequences.user_sequences import read_manifest
 from ubp_pipeline.core.sequences.vocabulary import PAD
 from ubp_pipeline.models.gru_autoencoder import GRUAutoencoderNet, GRUAutoencoderNetConfig
 
 DEMO = Path("data/demo/artifacts/user_sequences/2022-09-22")
 RESULTS = Path(__file__).parent / "results"
-CONFIG = GRUAutoencoderConfig()  # the demo configuration
+CONFIG = BLOCKS["gru_week_all"].build().config  # the CPU (demo) configuration of the multi-field GRU
+SEQUENCE_BLOCKS = [name for name, spec in BLOCKS.items() if spec.predicts_fields]
 SEED = 0
-
-
-
-
 
 
 @dataclass
@@ -75,14 +75,8 @@ class PaddedReconstruction:
         tokens, lengths = self.tokens.padded(rows)
         tokens = F.pad(tokens, (0, 0, 0, self.max_length - tokens.shape[1]), value=PAD)
         _, outputs = model(tokens, lengths)
-        logits = model.logits(outputs)
-        loss = sum(
-            F.cross_entropy(logits[f].flatten(0, 1), tokens[..., i].flatten(), ignore_index=PAD)
-            for i, f in enumerate(self.fields)
-        )
-        real = tokens[..., 0] != PAD
-        hits = {f: (logits[f].argmax(-1) == tokens[..., i])[real].sum() for i, f in enumerate(self.fields)}
-        return BatchOutcome(loss=loss, hits=hits, tokens=int(real.sum()))
+        logits = {f: v.flatten(0, 1) for f, v in model.logits(outputs).items()}  # heads on every position
+        return classification_outcome(logits, tokens.flatten(0, 1), {f: i for i, f in enumerate(self.fields)})
 
 
 def uniform_batches(n_rows: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -121,19 +115,21 @@ def training_run(method: str, users: int, epochs: int, threads: int, repeat: int
     real = ReconstructionObjective(tokens, CONFIG.fields, runtime.device)
     objective = real if method == "bucketed" else PaddedReconstruction(tokens, CONFIG.fields, max_length)
     model = new_model(vocabulary_sizes())
-    optimizer = torch.optim.Adam(model.parameters(), lr=CONFIG.learning_rate)
+    recipe = CONFIG.recipe
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (recipe.warmup_steps + 1)))
     rng = np.random.default_rng(SEED + repeat)
-    valid_batch = CONFIG.batch_size * 4
+    valid_batch = recipe.batch_size * 4
     initial = evaluate(model, real, valid_rows, valid_batch, runtime)["valid_loss"]
     curve = [{"epoch": 0, "train_seconds": 0.0, "valid_loss": initial}]
     train_tokens, elapsed = int(tokens.lengths[train_rows].sum()), 0.0
     for epoch in range(1, epochs + 1):
         if method == "bucketed":
-            batches = [train_rows[b] for b in length_batches(tokens.lengths[train_rows], CONFIG.batch_size, rng)]
+            batches = [train_rows[b] for b in length_batches(tokens.lengths[train_rows], recipe.batch_size, rng)]
         else:
-            batches = [train_rows[b] for b in uniform_batches(len(train_rows), CONFIG.batch_size, rng)]
+            batches = [train_rows[b] for b in uniform_batches(len(train_rows), recipe.batch_size, rng)]
         started = time.perf_counter()
-        train_epoch(model, objective, batches, optimizer, runtime)
+        train_epoch(model, objective, batches, optimizer, warmup, recipe.clip_norm, runtime)
         elapsed += time.perf_counter() - started
         valid = evaluate(model, real, valid_rows, valid_batch, runtime)
         curve.append({"epoch": epoch, "train_seconds": elapsed, "valid_loss": valid["valid_loss"]})
@@ -192,9 +188,9 @@ def inference_run(threads: int) -> dict:
 
 
 def demo_fit(name: str, threads: int) -> dict:
-    """Fit one embedder with its shipped defaults on the whole demo partition, then embed it."""
+    """Fit one block's embedder with its shipped CPU defaults on the whole demo partition, then embed it."""
     runtime = make_runtime("cpu", seed=SEED, threads=threads)
-    embedder = NextEventEmbedder() if name == "next_event" else GRUAutoencoderEmbedder(GRU_VARIANTS[name])
+    embedder = BLOCKS[name].build()
     started = time.perf_counter()
     fitted = embedder.fit(DEMO, runtime)
     fit_seconds = time.perf_counter() - started
@@ -332,7 +328,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy shared 2-core machine")
-    parser.add_argument("--fits", nargs="*", default=[*GRU_VARIANTS, "next_event"], help="embedders to fit on the demo")
+    parser.add_argument("--fits", nargs="*", default=SEQUENCE_BLOCKS, help="blocks whose embedders to fit on the demo")
     args = parser.parse_args()
     load_before = load_average()
     runs = []
@@ -356,8 +352,9 @@ def main() -> None:
         "training": {
             "method": (
                 f"Demo configuration {CONFIG.fields}, embedding/hidden {CONFIG.embedding_dim}/{CONFIG.hidden_dim}, "
-                f"{CONFIG.layers} layer, vocabularies cut to {CONFIG.vocabulary_limit}, batch {CONFIG.batch_size}, "
-                f"Adam lr {CONFIG.learning_rate}; {args.users} demo users sampled (seed {SEED}), 10% held out for "
+                f"{CONFIG.layers} layer, vocabularies cut to {CONFIG.vocabulary_limit}, batch {CONFIG.recipe.batch_size}, "
+                f"Adam lr {CONFIG.recipe.learning_rate} (warm-up {CONFIG.recipe.warmup_steps} steps, gradient norm "
+                f"clipped to {CONFIG.recipe.clip_norm}); {args.users} demo users sampled (seed {SEED}), 10% held out for "
                 f"validation; {args.epochs} epochs; {args.repeats} runs per implementation, medians. Time = training "
                 "steps only (validation excluded, identical for both)."
             ),

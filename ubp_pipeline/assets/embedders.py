@@ -3,6 +3,8 @@
 import json
 import os
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -36,8 +38,42 @@ def _torchrun_command(name: str, config: BlockTrainingConfig, folder, out, day: 
     ]
 
 
+LEARNED_CHECK = "learned_every_field"  # = core.profiles.blocks.LEARNED_CHECK, kept here to keep torch out of imports
+
+
+def learned_check_result(verdicts: list[dict[str, Any]]) -> dg.AssetCheckResult:
+    """Passed when every predicted field beats its marginal on held-out users (see ``LEARNED_MARGIN``)."""
+    failed = [v["field"] for v in verdicts if not v["learned"]]
+    table = "| field | accuracy | majority | loss | unigram loss | learned |\n|---|---|---|---|---|---|\n" + "\n".join(
+        f"| {v['field']} | {v['accuracy']:.4f} | {v['majority_accuracy']:.4f} | {v['loss']:.4f} "
+        f"| {v['unigram_loss']:.4f} | {'yes' if v['learned'] else '**no**'} |"
+        for v in verdicts
+    )
+    return dg.AssetCheckResult(
+        check_name=LEARNED_CHECK,
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"no better than the marginal on {failed}" if failed else "every field beats its marginal",
+        metadata={"fields": dg.MetadataValue.md(table), "fields_not_learned": ", ".join(failed)},
+    )
+
+
 def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """`<block>_model` (unpartitioned, trained on one input day) and `<block>_embeddings` (daily, as of each day)."""
+    """`<block>_model` (unpartitioned, trained on one input day) and `<block>_embeddings` (daily, as of each day).
+
+    A block whose training predicts fields carries a blocking check on its model: a model no better than the
+    marginal on some field stops the run before its embeddings (and so any profile) are built."""
+    checks = [
+        dg.AssetCheckSpec(
+            LEARNED_CHECK,
+            asset=model_key(spec.name),
+            blocking=True,
+            description=(
+                "Every reconstructed or predicted field beats its marginal on held-out users: 5 % more accuracy "
+                "than the majority token, or 5 % less cross-entropy than the unigram."
+            ),
+        )
+    ] if spec.predicts_fields else []
 
     @dg.asset(
         name=model_key(spec.name),
@@ -47,6 +83,7 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
         code_version=spec.version,
         description=f"{spec.description} Trained on one `{spec.input_asset}` day (the training cutoff).",
         op_tags=GPU_STEP_TAGS if spec.distributable else None,
+        check_specs=checks,
     )
     def block_model(
         context: dg.AssetExecutionContext,
@@ -54,7 +91,7 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
         artifacts: ArtifactStore,
         torch_device: TorchDevice,
         pipes_subprocess_client: dg.PipesSubprocessClient,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         from ubp_pipeline.core.profiles.blocks import train_block
 
         day = training_day(context, config, spec.input_asset)
@@ -64,19 +101,22 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
                 raise dg.Failure(f"{spec.name} does not train data-parallel; materialize it with ranks = 1")
             command = _torchrun_command(spec.name, config, folder, out, day, torch_device)
             context.log.info(f"training {spec.name} on {config.ranks} ranks: {' '.join(command)}")
-            return pipes_subprocess_client.run(command=command, context=context).get_materialize_result()
+            yield from pipes_subprocess_client.run(command=command, context=context).get_results()
+            return
         runtime = torch_device.runtime()
         context.log.info(f"training {spec.name} on {spec.input_asset} {day} ({runtime.describe()['device_name']})")
         trained = train_block(spec, folder, out, runtime, day, config.overrides, epoch_logger(context, spec.name))
         summary = trained.summary()
         curve = summary.pop("training_curve")
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 **summary,
                 "path": dg.MetadataValue.path(str(out)),
                 "training_curve": dg.MetadataValue.md(curve),
             }
         )
+        if checks:
+            yield learned_check_result([{"field": v.field, **v.as_dict()} for v in trained.verdicts])
 
     @dg.asset(
         name=embeddings_key(spec.name),

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
 from ubp_pipeline.core.common.device import make_runtime
-from ubp_pipeline.core.profiles.blocks import train_block
+from ubp_pipeline.core.profiles.blocks import LEARNED_CHECK, train_block
 from ubp_pipeline.core.profiles.registry import BLOCKS
 
 
@@ -51,6 +51,14 @@ def _train_as_rank_zero(args: argparse.Namespace, runtime) -> None:
                 "reported_by_rank": runtime.rank,
             }
         )
+        if spec.predicts_fields:  # the model asset's blocking check, from the same verdicts as a one-process run
+            failed = [v.field for v in trained.verdicts if not v.learned]
+            pipes.report_asset_check(
+                LEARNED_CHECK,
+                passed=not failed,
+                severity="ERROR",
+                metadata={"fields_not_learned": {"raw_value": ", ".join(failed), "type": "text"}},
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         if runtime.rank == 0:
             _train_as_rank_zero(args, runtime)
         else:
-            BLOCKS[args.block].build(json.loads(args.overrides)).fit(args.input, runtime)
+            BLOCKS[args.block].build(json.loads(args.overrides), runtime.device.type).fit(args.input, runtime)
     finally:
         dist.destroy_process_group()
 

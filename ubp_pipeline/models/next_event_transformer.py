@@ -1,10 +1,9 @@
 """A causal transformer over a user's product events (cart adds, removals, purchases) that predicts the next one.
 
 Each event enters as the sum of its field embeddings (category, event type, price bucket, days ago) plus a learned
-position; SASRec's pre-LayerNorm blocks (``scaled_dot_product_attention`` under a causal mask; they read only
-d_model, n_heads and dropout from the config); one head per predicted field of the *next* event (category, event
-type, price bucket). The hidden state at a user's last event, which has read the whole history and is trained to
-say what comes next, is the user vector.
+position; the pre-LayerNorm transformer blocks SASRec uses too (``layers.py``), under a causal mask; one head per
+predicted field of the *next* event (category, event type, price bucket). The hidden state at a user's last event,
+which has read the whole history and is trained to say what comes next, is the user vector.
 
 Batches are right-padded (batch, T, n_fields) token ids. With causal attention a real position only attends to
 earlier positions, which are all real, so the causal mask is the whole mask; outputs at padded positions are ignored.
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ubp_pipeline.models.sasrec import Block
+from ubp_pipeline.models.layers import TransformerBlock
 
 
 @dataclass
@@ -40,7 +39,9 @@ class NextEventTransformer(nn.Module):
         self.embeddings = nn.ModuleDict({f: nn.Embedding(n, config.d_model) for f, n in sizes.items()})
         self.position_embedding = nn.Embedding(config.max_len, config.d_model)
         self.embedding_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.d_model, config.n_heads, config.dropout) for _ in range(config.n_layers)
+        )
         self.final_norm = nn.LayerNorm(config.d_model)
         self.heads = nn.ModuleDict({f: nn.Linear(config.d_model, sizes[f]) for f in config.target_fields})
         self.apply(self._init_weights)

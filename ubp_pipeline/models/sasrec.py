@@ -14,8 +14,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ubp_pipeline.models.layers import TransformerBlock
 
 
 @dataclass
@@ -28,39 +29,6 @@ class SASRecConfig:
     dropout: float = 0.2
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, config: SASRecConfig):
-        super().__init__()
-        self.n_heads = config.n_heads
-        self.dropout = config.dropout
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.out = nn.Linear(config.d_model, config.d_model)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        batch, length, width = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, width // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(batch, length, width))
-
-
-class Block(nn.Module):
-    def __init__(self, config: SASRecConfig):
-        super().__init__()
-        self.attention_norm = nn.LayerNorm(config.d_model)
-        self.attention = CausalSelfAttention(config)
-        self.mlp_norm = nn.LayerNorm(config.d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(config.d_model, 4 * config.d_model),
-            nn.GELU(),
-            nn.Linear(4 * config.d_model, config.d_model),
-        )
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x), mask))
-        return x + self.dropout(self.mlp(self.mlp_norm(x)))
-
-
 class SASRec(nn.Module):
     def __init__(self, config: SASRecConfig):
         super().__init__()
@@ -68,7 +36,9 @@ class SASRec(nn.Module):
         self.item_embedding = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, config.d_model)
         self.embedding_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.d_model, config.n_heads, config.dropout) for _ in range(config.n_blocks)
+        )
         self.final_norm = nn.LayerNorm(config.d_model)
         self.apply(self._init_weights)
 

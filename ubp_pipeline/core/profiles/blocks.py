@@ -27,6 +27,7 @@ from ubp_pipeline.core.common.markdown_tables import markdown_table
 from ubp_pipeline.core.common.progress import EpochCallback
 from ubp_pipeline.core.profiles.assembly import BlockVectors
 from ubp_pipeline.core.profiles.embedders.base import Embeddings, FittedEmbedder
+from ubp_pipeline.core.profiles.embedders.training import FieldVerdict, field_verdicts
 from ubp_pipeline.core.profiles.registry import BlockSpec, Scaling
 
 
@@ -63,14 +64,27 @@ class BlockTransform:
 
 
 def fit_block_transform(training: Embeddings, pca_dims: int | None, scaling: Scaling, seed: int = 0) -> BlockTransform:
-    """Fit PCA (when it reduces dimensions) on the training day's vectors; fill = mean of the transformed vectors."""
+    """Fit PCA (when it reduces dimensions) on the training day's vectors; fill = mean of the transformed vectors.
+
+    PCA cannot find more axes than there are training users: on a short source (a backtest day with a few dozen
+    users) the block keeps as many as the users allow, and ``pca_dims_used`` reports the cut."""
     components = mean = None
-    if pca_dims is not None and pca_dims < training.vectors.shape[1]:
-        pca = PCA(n_components=pca_dims, random_state=seed).fit(training.vectors)
+    dims = pca_dims_used(pca_dims, *training.vectors.shape)
+    if dims is not None:
+        pca = PCA(n_components=dims, random_state=seed).fit(training.vectors)
         components, mean = pca.components_.astype(np.float32), pca.mean_.astype(np.float32)
     transform = BlockTransform(components, mean, scaling, np.zeros(0, np.float32))
     fill = transform.apply(training.vectors).mean(axis=0).astype(np.float32)
     return BlockTransform(components, mean, scaling, fill)
+
+
+def pca_dims_used(pca_dims: int | None, users: int, raw_dims: int) -> int | None:
+    """The PCA size a block gets: its configured size, capped by its training users; None = no PCA."""
+    if pca_dims is None or pca_dims >= raw_dims:
+        return None
+    if users < 2:
+        raise ValueError(f"a PCA to {pca_dims} dimensions needs at least 2 training users, got {users}")
+    return min(pca_dims, users)
 
 
 MODEL_STATE_PREFIX, TRANSFORM_STATE_PREFIX = "embedder.", "block."
@@ -123,19 +137,36 @@ def load_block_vectors(directory: str | Path) -> BlockVectors:
     )
 
 
+LEARNED_CHECK = "learned_every_field"  # the model asset's check that every predicted field beats its marginal
+
+
+class UnlearnedModelError(RuntimeError):
+    """A block model whose check found a field no better than its marginal: it may not embed anything."""
+
+
 @dataclass(frozen=True)
 class TrainedBlock:
     provenance: dict[str, Any]
     history: list[dict[str, float]]
     training_users: int
+    verdicts: list[FieldVerdict]  # one per predicted field (none for blocks that predict no field)
+
+    @property
+    def learned(self) -> bool:
+        return all(v.learned for v in self.verdicts)
 
     def summary(self) -> dict[str, Any]:
-        """What a model materialization reports: plain numbers and strings (the curve as a markdown table)."""
+        """What a model materialization reports: plain numbers and strings (the curve as a markdown table), with
+        each field's held-out accuracy, majority, loss and unigram loss at the kept epoch as numbers of their own."""
         final = {f"final_{k}": float(v) for k, v in (self.history[-1] if self.history else {}).items() if k != "epoch"}
+        fields = {
+            f"{v.field}_{name}": value for v in self.verdicts for name, value in v.as_dict().items() if name != "learned"
+        }
         return {
             "training_cutoff": self.provenance["training_day"],
             "model_version": self.provenance["model_version"],
             "dims": self.provenance["dims"],
+            "pca_dims_capped_by_users": self.provenance["pca_dims_capped_by_users"],
             "training_users": self.training_users,
             "training_seconds": self.provenance["training_seconds"],
             "device": self.provenance["device_name"],
@@ -143,6 +174,7 @@ class TrainedBlock:
             "epochs": len(self.history),
             "training_curve": markdown_table(pd.DataFrame(self.history)),
             **final,
+            **fields,
         }
 
 
@@ -155,12 +187,15 @@ def train_block(
     overrides: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> TrainedBlock:
-    """Fit the block's embedder on one day, fit its transform on that day's vectors, store both in one checkpoint."""
+    """Fit the block's embedder on one day, fit its transform on that day's vectors, store both in one checkpoint.
+
+    A model that fails its field check is stored too (to be inspected), marked so that ``embed_block`` refuses it."""
     started = time.perf_counter()
-    embedder = spec.build(overrides)
+    embedder = spec.build(overrides, runtime.device.type)
     fitted = embedder.fit(input_folder, runtime, on_epoch)
     training = embedder.embed(fitted, input_folder, runtime)
     transform = fit_block_transform(training, spec.pca_dims, spec.scaling, runtime.seed)
+    verdicts = field_verdicts(fitted.history, fitted.config["best_epoch"]) if spec.predicts_fields else []
     provenance = {
         "block": spec.name,
         "block_version": spec.version,
@@ -168,18 +203,25 @@ def train_block(
         "model_version": f"{spec.name}@{spec.version}/{training_day}/{_digest(fitted)}",
         "raw_dims": int(training.vectors.shape[1]),
         "dims": transform.dim,
+        "pca_dims_capped_by_users": transform.components is not None and transform.dim < (spec.pca_dims or 0),
         "training_seconds": round(time.perf_counter() - started, 2),
         "overrides": overrides or {},
+        "fields_not_learned": [v.field for v in verdicts if not v.learned],
         **runtime.describe(),
     }
     save_block_model(model_dir, fitted, transform, provenance)
-    return TrainedBlock(provenance=provenance, history=fitted.history.epochs, training_users=len(training.client_ids))
+    return TrainedBlock(provenance, fitted.history.epochs, len(training.client_ids), verdicts)
 
 
 def embed_block(spec: BlockSpec, model_dir: Path, input_folder: Path, runtime: TorchRuntime) -> BlockVectors:
     """The block's vectors for the users of one day, with the stored model and transform."""
     fitted, transform, provenance = load_block_model(model_dir)
-    embedder = spec.build(provenance.get("overrides"))
+    if provenance.get("fields_not_learned"):
+        raise UnlearnedModelError(
+            f"{provenance['model_version']} did no better than the marginal on {provenance['fields_not_learned']} "
+            f"(its learned_every_field check failed): retrain {spec.name} before it embeds a profile"
+        )
+    embedder = spec.build(provenance.get("overrides"), runtime.device.type)
     raw = embedder.embed(fitted, input_folder, runtime)
     return BlockVectors(spec.name, raw.client_ids, transform.apply(raw.vectors), transform.fill, provenance)
 

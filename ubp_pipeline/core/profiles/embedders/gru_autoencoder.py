@@ -2,7 +2,7 @@
 
 Training is length-bucketed (a batch is padded only to its own longest user), the output heads see only real events,
 and early stopping watches held-out users. The method's variants differ only in the fields they read and reconstruct;
-``GRU_VARIANTS`` names them.
+the block registry names them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ubp_pipeline.core.profiles.embedders.fitted_state import fitted_embedder, l
 from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput, TokenSpace
 from ubp_pipeline.core.profiles.embedders.training import (
     BatchOutcome,
+    TrainingRecipe,
     classification_outcome,
     train_with_early_stopping,
 )
@@ -32,9 +33,8 @@ PRODUCT_FIELDS = ("event_type", "category", "price", "sku", "url")
 
 @dataclass(frozen=True)
 class GRUAutoencoderConfig:
-    """Demo-size defaults: 1 layer, 128 wide, 1,000-token vocabularies, 2 epochs, about 3 CPU minutes for the
-    multi-field variants on the 20k-user demo (one core). The method used 512 wide, 3 layers, 5,000-token
-    vocabularies and up to 10 epochs on a GPU; raise these with the data and the hardware."""
+    """The CPU size: 1 layer, 128 wide, 1,000-token vocabularies. The registry's ``gpu_params`` give the method's
+    size on CUDA (512 wide, 3 layers, 5,000-token vocabularies)."""
 
     fields: tuple[str, ...] = PRODUCT_FIELDS
     vocabulary_limit: int = 1_000  # most frequent skus / urls / categories with their own token (the method: 5000)
@@ -42,19 +42,8 @@ class GRUAutoencoderConfig:
     hidden_dim: int = 128
     layers: int = 1
     dropout: float = 0.1
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    max_epochs: int = 2
-    patience: int = 1
-    validation_fraction: float = 0.05
+    recipe: TrainingRecipe = field(default_factory=TrainingRecipe)
     inference_batch_size: int = 2048
-
-
-GRU_VARIANTS: dict[str, GRUAutoencoderConfig] = {
-    "day_event": GRUAutoencoderConfig(fields=("days_ago", "event_type"), max_epochs=4),  # small heads: cheap epochs
-    "event_cat_price_sku_url": GRUAutoencoderConfig(),
-    "week_all": GRUAutoencoderConfig(fields=("weeks_ago", *PRODUCT_FIELDS)),
-}
 
 
 @dataclass
@@ -114,7 +103,7 @@ class GRUAutoencoderEmbedder(Embedder):
         torch.manual_seed(runtime.seed)
         net = GRUAutoencoderNet(net_config).to(runtime.device)
         objective = ReconstructionObjective(ragged_tokens(data, space, fields), fields, runtime.device)
-        trained = train_with_early_stopping(net, objective, self.config, runtime, on_epoch, "gru_autoencoder")
+        trained = train_with_early_stopping(net, objective, self.config.recipe, runtime, on_epoch, "gru_autoencoder")
         return fitted_embedder(self.config, net, net_config, space, folder, trained, runtime)
 
     @torch.no_grad()

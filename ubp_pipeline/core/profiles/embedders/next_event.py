@@ -21,6 +21,7 @@ from ubp_pipeline.core.profiles.embedders.fitted_state import fitted_embedder, l
 from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput, TokenSpace
 from ubp_pipeline.core.profiles.embedders.training import (
     BatchOutcome,
+    TrainingRecipe,
     classification_outcome,
     train_with_early_stopping,
 )
@@ -35,18 +36,14 @@ _PRODUCT_CODES = [EVENT_CODE[t] for t in PRODUCT_EVENT_TYPES]
 
 @dataclass(frozen=True)
 class NextEventConfig:
-    """Demo-size defaults; the method used 4 layers, 4 heads, width 128, 10 epochs, batch 512 on a GPU."""
+    """The CPU size; the registry's ``gpu_params`` give the method's (4 layers, 4 heads, width 128) on CUDA."""
 
     max_len: int = 64
     d_model: int = 128
     n_heads: int = 4
     n_layers: int = 2
     dropout: float = 0.1
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    max_epochs: int = 6
-    patience: int = 2
-    validation_fraction: float = 0.05
+    recipe: TrainingRecipe = field(default_factory=TrainingRecipe)
     inference_batch_size: int = 1024
 
 
@@ -113,7 +110,7 @@ class NextEventEmbedder(Embedder):
         objective = NextEventObjective(tokens, np.flatnonzero(tokens.lengths >= 2), runtime.device)
         torch.manual_seed(runtime.seed)
         net = NextEventTransformer(net_config).to(runtime.device)
-        trained = train_with_early_stopping(net, objective, self.config, runtime, on_epoch, "next_event")
+        trained = train_with_early_stopping(net, objective, self.config.recipe, runtime, on_epoch, "next_event")
         return fitted_embedder(
             self.config, net, net_config, space, folder, trained, runtime, training_users=len(objective.rows)
         )
