@@ -1,7 +1,12 @@
 """The main job as a user runs it: ingest every day in one run, then build the as-of assets for the days that matter.
 
-Models are trained with their cutoff at the backtest day (the newest day with a complete 28-day future), so the
-profiles of that day can be evaluated without leakage; the same models then embed the newest day.
+Two model sets: backtest models, trained with their cutoff at the backtest day (the newest day with a complete 28-day
+future), embed that day, whose profiles are then evaluated without leakage; production models, trained on the newest
+day, embed the served profile. The backtest runs before the newest profile is built, so the block selection it
+makes shapes the served profile.
+
+A block model that fails its learned_every_field check does not stop the job: its embeddings record why, and the
+profiles leave it out. Any other failure does.
 """
 
 from dataclasses import dataclass, field
@@ -44,20 +49,32 @@ class PipelineRuns:
         self.run_ids.append(result.run_id)
 
 
+def train_models(defs: dg.Definitions, instance: dg.DagsterInstance, cutoff: date) -> RunResult:
+    """Every block model with its cutoff at ``cutoff``; failed learned_every_field checks are reported, not raised."""
+    config = {"ops": {model_key(name): {"config": {"training_day": cutoff.isoformat()}} for name in BLOCKS}}
+    result = materialize(defs, "group:models", instance, run_config=config, raise_on_error=False)
+    unlearned = {e.asset_key.to_user_string() for e in result.get_asset_check_evaluations() if not e.passed}
+    failed = {e.step_key for e in result.get_step_failure_events()}
+    if failed - unlearned:
+        raise dg.DagsterError(f"training the block models on {cutoff} failed in {sorted(failed - unlearned)} (run {result.run_id})")
+    for model in sorted(unlearned):
+        print(f"{model} (cutoff {cutoff}) failed its learned_every_field check: the profiles leave that block out")
+    return result
+
+
 def run_pipeline(defs: dg.Definitions, settings: Settings, instance: dg.DagsterInstance) -> PipelineRuns:
     runs = PipelineRuns()
     runs.add(materialize(defs, "group:ingest", instance, partition_range=(settings.first_day, settings.last_day)))
     for day in as_of_days(settings):
         runs.add(materialize(defs, INPUTS, instance, partition=day))
-    cutoff = training_day(settings).isoformat()
-    model_config = {"ops": {model_key(name): {"config": {"training_day": cutoff}} for name in BLOCKS}}
-    runs.add(materialize(defs, "group:models", instance, run_config=model_config))
-    for day in as_of_days(settings):
-        runs.add(materialize(defs, OUTPUTS, instance, partition=day))
     evaluated = backtest_day(settings)
     if evaluated is not None:
+        runs.add(train_models(defs, instance, evaluated))
+        runs.add(materialize(defs, OUTPUTS, instance, partition=evaluated))
         evaluation_config = {"ops": {PROFILE_EVALUATION: {"config": {"probe": settings.probe}}}}
         runs.add(materialize(defs, "group:evaluation", instance, partition=evaluated, run_config=evaluation_config))
-    recommender_config = {"ops": {SASREC_MODEL: {"config": {"training_day": cutoff}}}}
+    runs.add(train_models(defs, instance, settings.last_day))
+    runs.add(materialize(defs, OUTPUTS, instance, partition=settings.last_day))
+    recommender_config = {"ops": {SASREC_MODEL: {"config": {"training_day": training_day(settings).isoformat()}}}}
     runs.add(materialize(defs, f"group:{RECOMMENDER_GROUP}", instance, run_config=recommender_config))
     return runs

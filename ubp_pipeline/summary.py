@@ -49,9 +49,13 @@ def print_summary(settings: Settings, runs: PipelineRuns, seconds: float) -> Non
     for day in as_of_days(settings):
         folder = settings.artifact_dir / UNIVERSAL_PROFILES / day.isoformat()
         manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        cutoffs = sorted({b.get("training_day", "") for b in manifest["blocks"]})
         print(f"  {day}  {manifest['users']:>8,} users x {manifest['dims']} dims  {_relative(folder)}")
-    print("  blocks: " + ", ".join(f"{b['name']} {b['dims']}d ({b['coverage']:.0%} covered)" for b in manifest["blocks"]))
-    print(f"  models trained on {manifest['blocks'][0].get('training_day')}, in {_relative(settings.artifact_dir)}/<block>_model/")
+        print("    blocks: " + ", ".join(f"{b['name']} {b['dims']}d ({b['coverage']:.0%} covered)" for b in manifest["blocks"]))
+        print(f"    models trained on {', '.join(cutoffs)} ({manifest.get('block_selection', {}).get('source', '')})")
+        for name, reason in manifest.get("excluded_blocks", {}).items():
+            print(f"    left out: {name}: {reason}")
+    print(f"  models: {_relative(settings.artifact_dir)}/<block>_model/<training cutoff>/")
     _print_evaluation(settings)
     _print_recommender(settings)
     print("Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the assets, partitions, lineage and runs.")

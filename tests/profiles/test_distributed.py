@@ -27,7 +27,7 @@ def test_two_ranks_train_the_gru_autoencoder_and_rank_zero_reports_it(tiny_defs,
     assert metadata["training_cutoff"] == DAY.isoformat() and metadata["epochs"] >= 1
     assert "valid_loss" in metadata["training_curve"]
 
-    model_dir = tiny_settings.artifact_dir / "gru_day_event_model"
+    model_dir = tiny_settings.artifact_dir / "gru_day_event_model" / DAY.isoformat()
     block = embed_block(BLOCKS["gru_day_event"], model_dir, tiny_settings.artifact_dir / "user_sequences" / DAY.isoformat(), make_runtime("cpu", threads=1))
     assert block.vectors.shape[1] == 128 and np.isfinite(block.vectors).all() and len(block.client_ids) > 100
     assert block.provenance["world_size"] == 2

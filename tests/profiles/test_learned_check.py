@@ -44,7 +44,7 @@ def test_a_model_that_cannot_learn_fails_the_check_and_its_embeddings_are_not_bu
     assert [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()] == [model]  # no embeddings
     with pytest.raises(UnlearnedModelError, match="did no better than the marginal"):
         embed_block(
-            BLOCKS["gru_day_event"], tiny_settings.artifact_dir / model,
+            BLOCKS["gru_day_event"], tiny_settings.artifact_dir / model / DAY.isoformat(),
             tiny_settings.artifact_dir / "user_sequences" / DAY.isoformat(), make_runtime("cpu", threads=1),
         )
 

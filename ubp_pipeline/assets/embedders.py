@@ -95,7 +95,8 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
         from ubp_pipeline.core.profiles.blocks import train_block
 
         day = training_day(context, config, spec.input_asset)
-        folder, out = artifacts.partition_dir(spec.input_asset, day), artifacts.asset_dir(model_key(spec.name))
+        # one folder per training cutoff: the backtest's and the production models live side by side
+        folder, out = artifacts.partition_dir(spec.input_asset, day), artifacts.partition_dir(model_key(spec.name), day)
         if config.ranks > 1:
             if not spec.distributable:
                 raise dg.Failure(f"{spec.name} does not train data-parallel; materialize it with ranks = 1")
@@ -131,24 +132,39 @@ def block_assets(spec: BlockSpec, daily: dg.PartitionsDefinition) -> list[dg.Ass
     def block_embeddings(
         context: dg.AssetExecutionContext, artifacts: ArtifactStore, torch_device: TorchDevice
     ) -> dg.MaterializeResult:
-        from ubp_pipeline.core.profiles.blocks import embed_block, save_block_vectors
+        """With the newest model trained on or before the day (never a later one). A model that failed its
+        learned_every_field check embeds nothing: the day's folder says why, and profiles leave the block out."""
+        from ubp_pipeline.core.profiles.blocks import (
+            UnlearnedModelError,
+            embed_block,
+            model_for_day,
+            save_block_vectors,
+            save_excluded_block,
+        )
 
         day = context.partition_key
-        block = embed_block(
-            spec, artifacts.asset_dir(model_key(spec.name)), artifacts.partition_dir(spec.input_asset, day), torch_device.runtime()
-        )
-        cutoff = block.provenance["training_day"]
-        if cutoff > day:
-            context.log.warning(f"{spec.name} was trained on {cutoff}, after {day}: these vectors see the future")
-        out = save_block_vectors(artifacts.partition_dir(embeddings_key(spec.name), day), block)
+        out = artifacts.partition_dir(embeddings_key(spec.name), day)
+        try:
+            model_dir = model_for_day(artifacts.asset_dir(model_key(spec.name)), day)
+        except FileNotFoundError as error:
+            raise dg.Failure(str(error)) from None
+        try:
+            block = embed_block(spec, model_dir, artifacts.partition_dir(spec.input_asset, day), torch_device.runtime())
+        except UnlearnedModelError as error:
+            context.log.warning(f"{spec.name} left out of the profiles of {day}: {error}")
+            save_excluded_block(out, spec.name, str(error), {"training_day": model_dir.name})
+            return dg.MaterializeResult(
+                metadata={"path": dg.MetadataValue.path(str(out)), "excluded": True, "reason": str(error), "training_cutoff": model_dir.name}
+            )
+        save_block_vectors(out, block)
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(out)),
+                "excluded": False,
                 "users": len(block.client_ids),
                 "dims": len(block.fill),
                 "model_version": block.provenance["model_version"],
-                "training_cutoff": cutoff,
-                "trained_after_this_day": cutoff > day,
+                "training_cutoff": block.provenance["training_day"],
             }
         )
 

@@ -83,6 +83,7 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
         from ubp_pipeline.assets.embedders import embeddings_key
         from ubp_pipeline.core.evaluation.backtest import ENSEMBLE, TOTAL, NoiseSettings, run_backtest, score_markdown
         from ubp_pipeline.core.evaluation.selection import trials_markdown
+        from ubp_pipeline.core.profiles.blocks import excluded_reason
         from ubp_pipeline.core.profiles.registry import BLOCKS
         from ubp_pipeline.data.synthetic import planted_features
 
@@ -97,7 +98,7 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
                 artifacts.partition_dir(DOWNSTREAM_TARGETS, context.partition_key),
                 runtime,
                 artifacts.partition_dir(PROFILE_EVALUATION, context.partition_key),
-                block_dirs=[folder for folder in block_dirs if folder.exists()],
+                block_dirs=[folder for folder in block_dirs if folder.exists() and not excluded_reason(folder)],
                 probe=config.probe,
                 sample_users=None if config.sample_users < 0 else config.sample_users,
                 score_blocks=config.score_blocks if config.score_blocks is not None else runtime.device.type == "cuda",

@@ -73,16 +73,20 @@ def profile_assets(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         training-day mean where the block does not cover the user), concatenated, float16."""
         from ubp_pipeline.assets.evaluation import PROFILE_EVALUATION
         from ubp_pipeline.core.profiles.assembly import assemble_profiles, validate_profiles, write_profiles
-        from ubp_pipeline.core.profiles.blocks import load_block_vectors
+        from ubp_pipeline.core.profiles.blocks import excluded_reason, load_block_vectors
         from ubp_pipeline.core.warehouse.source_layout import load_relevant_clients
 
         day = context.partition_key
         names, selection = choose_blocks(config.blocks, artifacts.asset_dir(PROFILE_EVALUATION), partition_day(day))
         context.log.info(f"blocks {names}: {selection['source']}")
-        blocks = [load_block_vectors(artifacts.partition_dir(embeddings_key(name), day)) for name in names]
+        folders = {name: artifacts.partition_dir(embeddings_key(name), day) for name in names}
+        excluded = {name: reason for name, folder in folders.items() if (reason := excluded_reason(folder))}
+        for name, reason in excluded.items():
+            context.log.warning(f"{name} is left out: {reason}")
+        blocks = [load_block_vectors(folder) for name, folder in folders.items() if name not in excluded]
         clients = load_relevant_clients(source.layout(), fallback=[b.client_ids for b in blocks])
         profiles = assemble_profiles(blocks, clients)
-        extra = {"as_of": day, "block_selection": selection}
+        extra = {"as_of": day, "block_selection": selection, "excluded_blocks": excluded}
         out = write_profiles(profiles, artifacts.partition_dir(UNIVERSAL_PROFILES, day), extra)
         problems = validate_profiles(out, clients)
         yield dg.MaterializeResult(
@@ -92,6 +96,7 @@ def profile_assets(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
                 "dims": profiles.manifest["dims"],
                 "blocks": dg.MetadataValue.md(_blocks_markdown(profiles.manifest)),
                 "block_selection": dg.MetadataValue.json(selection),
+                "excluded_blocks": dg.MetadataValue.json(excluded),
                 **{f"coverage_{b['name']}": b["coverage"] for b in profiles.manifest["blocks"]},
             }
         )

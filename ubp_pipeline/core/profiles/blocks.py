@@ -1,5 +1,10 @@
 """A profile block: train its embedder on one day, store it, and embed any day with it.
 
+Models are kept per training cutoff (``<block>_model/<cutoff day>/``): a day is embedded by the newest model
+trained on or before it (``model_for_day``). The backtest's models (cutoff = the evaluated day) and the production
+models (cutoff = the newest day) therefore live side by side, and no refresh ever re-embeds a past day with a model
+trained after it.
+
 From an embedder's raw vectors to a block: optional PCA, row scaling, and the vector for missing users. All three
 are fitted once, on the training day's embeddings, and stored with the model: a block then has the same axes, scale
 and fill value on every day it is computed, which downstream models trained on one day rely on.
@@ -21,7 +26,7 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import normalize
 
 from ubp_pipeline.core.common.atomic import atomic_dir
-from ubp_pipeline.core.common.checkpoint import load_checkpoint, save_checkpoint
+from ubp_pipeline.core.common.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
 from ubp_pipeline.core.common.device import TorchRuntime
 from ubp_pipeline.core.common.markdown_tables import markdown_table
 from ubp_pipeline.core.common.progress import EpochCallback
@@ -135,6 +140,36 @@ def load_block_vectors(directory: str | Path) -> BlockVectors:
         fill=np.load(directory / FILL_FILE),
         provenance=manifest,
     )
+
+
+class NoModelForDay(FileNotFoundError):
+    """No model of the block was trained on or before the day to embed: a later model would see its future."""
+
+
+def model_for_day(model_root: str | Path, day: str) -> Path:
+    """The folder of the newest model under ``model_root`` whose training cutoff is on or before ``day``."""
+    cutoffs = sorted(folder.name for folder in Path(model_root).glob("????-??-??") if (folder / CONFIG_FILE).exists())
+    usable = [cutoff for cutoff in cutoffs if cutoff <= day]
+    if not usable:
+        trained = f"models trained on {', '.join(cutoffs)}" if cutoffs else "no model trained yet"
+        raise NoModelForDay(f"{Path(model_root).name} has {trained}; none on or before {day}: train one with training_day <= {day}")
+    return Path(model_root) / usable[-1]
+
+
+EXCLUDED_FILE = "excluded.json"
+
+
+def save_excluded_block(directory: str | Path, name: str, reason: str, provenance: dict[str, Any]) -> Path:
+    """The day's folder of a block whose model may not embed: why, instead of vectors, so profiles leave it out."""
+    with atomic_dir(directory) as tmp:
+        (tmp / EXCLUDED_FILE).write_text(json.dumps({"name": name, "reason": reason, **provenance}, indent=2, default=str))
+    return Path(directory)
+
+
+def excluded_reason(directory: str | Path) -> str | None:
+    """Why the block's vectors of that day were not built, or None when they were."""
+    marker = Path(directory) / EXCLUDED_FILE
+    return json.loads(marker.read_text())["reason"] if marker.exists() else None
 
 
 LEARNED_CHECK = "learned_every_field"  # the model asset's check that every predicted field beats its marginal
