@@ -12,9 +12,11 @@ import pytest
 
 from tests.factories import settings_for
 from ubp_pipeline.assets.embedders import model_key
+from ubp_pipeline.core.evaluation.backtest import LeakageError, check_leakage
 from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
+from ubp_pipeline.pipeline import train_models
 from ubp_pipeline.runner import materialize
 
 CONFIG = SyntheticConfig(users=1200, days=56, seed=3, start=date(2022, 6, 23))
@@ -44,12 +46,11 @@ def world(tmp_path_factory):
 
 def _train_models(defs, instance, day: date) -> None:
     """Models trained with their cutoff at ``day`` (skipped when they already are), and the profiles of D."""
-    config = {"ops": {model_key(name): {"config": {"training_day": day.isoformat()}} for name in BLOCKS}}
     events = [instance.get_latest_materialization_event(dg.AssetKey(model_key(name))) for name in BLOCKS]
     cutoffs = {e and e.asset_materialization.metadata["training_cutoff"].value for e in events}
     if cutoffs == {day.isoformat()}:
         return
-    assert materialize(defs, "group:models", instance, run_config=config).success
+    train_models(defs, instance, day)  # as the main job does: a block that fails its field check is left out
     assert materialize(defs, ["group:embeddings", "group:profiles"], instance, partition=D).success
 
 
@@ -86,7 +87,8 @@ def test_the_ensemble_beats_the_baseline_and_the_oracle_beats_chance_beyond_nois
 def test_the_selection_is_recorded_and_shapes_only_profiles_after_its_evidence(world):
     settings, defs, instance = world
     _train_models(defs, instance, D)
-    config = {"ops": {"profile_evaluation": {"config": {"select_blocks": "always", "bootstrap_replicates": 100, "probe": "quick"}}}}
+    evaluation = {"select_blocks": "always", "score_blocks": True, "bootstrap_replicates": 100, "probe": "quick"}
+    config = {"ops": {"profile_evaluation": {"config": evaluation}}}
     result = materialize(defs, "profile_evaluation", instance, partition=D, run_config=config)
     assert result.success
     selection = json.loads((settings.artifact_dir / "profile_evaluation" / D.isoformat() / "selection.json").read_text())
@@ -99,7 +101,7 @@ def test_the_selection_is_recorded_and_shapes_only_profiles_after_its_evidence(w
     assert materialize(defs, ["universal_profiles"], instance, partition=D).success
     own = json.loads((profiles / D.isoformat() / "manifest.json").read_text())
     assert own["block_selection"]["source"].startswith("every block")  # D's own profile never uses D's selection
-    assert [b["name"] for b in own["blocks"]] == list(BLOCKS)
+    assert [b["name"] for b in own["blocks"]] == [name for name in BLOCKS if name not in own["excluded_blocks"]]
 
     assert materialize(defs, ["user_sequences", "stat_features"], instance, partition=LAST).success
     assert materialize(defs, ["group:embeddings", "group:profiles"], instance, partition=LAST).success
@@ -116,11 +118,19 @@ def test_a_day_without_a_complete_future_cannot_be_evaluated(world):
     assert "has no complete 28-day future" in failure and f"newest day that can be evaluated is {D}" in failure
 
 
-def test_models_trained_after_the_day_are_refused(world):
-    _, defs, instance = world
+def test_models_trained_after_the_day_never_reach_its_evaluation(world):
+    """A retrain after D (the production models) leaves D's backtest models in place: D's profile, rebuilt after the
+    retrain, is still embedded by models trained on D, and the evaluation accepts it. A profile that did carry a
+    later model would be refused."""
+    settings, defs, instance = world
+    _train_models(defs, instance, D)
     _train_models(defs, instance, D + timedelta(days=5))
+    assert materialize(defs, ["group:embeddings", "group:profiles"], instance, partition=D).success
+    manifest = json.loads((settings.artifact_dir / "universal_profiles" / D.isoformat() / "manifest.json").read_text())
+    assert {b["training_day"] for b in manifest["blocks"]} == {D.isoformat()}
     config = {"ops": {"profile_evaluation": {"config": {"probe": "quick"}}}}
-    result = materialize(defs, "profile_evaluation", instance, partition=D, run_config=config, raise_on_error=False)
-    assert not result.success
-    failure = result.get_step_failure_events()[0].step_failure_data.error.message
-    assert f"were trained on data after {D}" in failure
+    assert materialize(defs, "profile_evaluation", instance, partition=D, run_config=config).success
+
+    later = {**manifest, "blocks": [{**manifest["blocks"][0], "training_day": (D + timedelta(days=5)).isoformat()}]}
+    with pytest.raises(LeakageError, match=f"were trained on data after {D}"):
+        check_leakage(D, later, [], allow_leakage=False)

@@ -25,7 +25,7 @@ def test_the_module_level_definitions_load_with_the_demo_defaults(monkeypatch):
     assert upstream == {"product_properties", "raw_add_to_cart", "raw_remove_from_cart", "raw_product_buy", "raw_page_visit", "raw_search_query"}
     assert defs.resolve_job_def("ingest_job") is not None
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"rows_reconcile", "quarantine_share", "valid_submission"}
+    assert checks == {"rows_reconcile", "quarantine_share", "valid_submission", "learned_every_field", "sasrec_beats_baselines"}
 
 
 def test_settings_follow_the_environment(tmp_path):
