@@ -20,8 +20,8 @@ from ubp_pipeline.core.recommender.item_sequences import (
     build_item_sequences,
     leave_one_out,
 )
-from ubp_pipeline.core.recommender.ranking import SASRecTrainingConfig, TrainedSASRec, train_sasrec
 from ubp_pipeline.core.recommender.sae_training import HiddenStates, SAETrainingConfig, collect_hidden_states, train_sae
+from ubp_pipeline.core.recommender.sasrec_training import SASRecTrainingConfig, TrainedSASRec, train_sasrec
 from ubp_pipeline.models.sae import SAEConfig, TopKSAE
 from ubp_pipeline.models.sasrec import SASRecConfig
 

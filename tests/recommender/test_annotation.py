@@ -71,6 +71,8 @@ def test_planted_associations_get_their_labels_and_exact_scores():
     assert table.loc[1, "f1"] == pytest.approx(2 / 3)
     assert table.loc[1, "auroc"] == pytest.approx(0.75)  # half the positives above every negative, half tied with them
     assert table.loc[2, "monosemanticity"] < 0.2
+    assert table.loc[0, "best_f1_over_chance"] == pytest.approx(1.0)
+    assert table.loc[2, "best_f1"] > 0.6 and table.loc[2, "best_f1_over_chance"] == pytest.approx(0.0)  # fires always
     assert table.loc[0, "max_activation"] == 1.0 and table.loc[1, "firing_rate"] == pytest.approx(0.25)
 
     label = table.loc[2, "label"]

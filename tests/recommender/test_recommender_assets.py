@@ -87,21 +87,32 @@ QUICK = {
                 "min_item_count": 1,
                 "min_users": 20,
                 "overrides": {
-                    "d_model": 32, "n_blocks": 1, "max_len": 16, "dropout": 0.1,
-                    "epochs": 20, "patience": 20, "batch_size": 16, "learning_rate": 5e-3,
+                    "d_model": 32,
+                    "n_blocks": 1,
+                    "max_len": 16,
+                    "dropout": 0.1,
+                    "epochs": 20,
+                    "patience": 20,
+                    "batch_size": 16,
+                    "learning_rate": 5e-3,
                 },  # fmt: skip
             }
         },
         "sae_dictionary": {
             "config": {
+                "holdout_users": 0.5,
                 "overrides": {
-                    "expansion": 4, "k": 4,
-                    "epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "dead_window_tokens": 500,
+                    "expansion": 4,
+                    "k": 4,
+                    "epochs": 30,
+                    "batch_size": 64,
+                    "learning_rate": 3e-3,
+                    "dead_window_tokens": 500,
                 },  # fmt: skip
             }
         },
-        "sae_feature_annotations": {"config": {"min_fires": 10, "min_value_tokens": 5}},
-        "steering_report": {"config": {"n_features": 2, "strength_multiples": [1.0, 4.0]}},
+        "sae_feature_annotations": {"config": {"min_fires": 10, "min_value_tokens": 5, "min_item_tokens": 2}},
+        "steering_report": {"config": {"n_features": 2, "strength_grid": [1.0, 4.0]}},
     }
 }
 RECOMMENDER_ASSETS = ["sasrec_model", "sae_dictionary", "sae_feature_annotations", "steering_report"]
@@ -113,6 +124,7 @@ class RecommenderRun:
     defs: dg.Definitions
     instance: dg.DagsterInstance
     metadata: dict[str, dict]
+    checks: dict[str, bool]  # check name -> passed
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +143,8 @@ def recommender_run(tiny_source, tmp_path_factory) -> RecommenderRun:
             event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
             for event in result.get_asset_materialization_events()
         }
-        yield RecommenderRun(settings, defs, instance, metadata)
+        checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
+        yield RecommenderRun(settings, defs, instance, metadata, checks)
 
 
 def test_the_recommender_assets_materialize_with_their_metrics(recommender_run):
@@ -142,7 +155,12 @@ def test_the_recommender_assets_materialize_with_their_metrics(recommender_run):
     assert model["training_cutoff"] == TRAINING_DAY and model["users"] >= 20 and model["epochs"] >= 1
     assert 0 <= model["test_ndcg@10"] <= model["test_hr@10"] <= 1
     assert 0 <= model["popularity_ndcg@10"] <= model["popularity_hr@10"] <= 1
-    assert "SASRec" in model["test_quality"] and "popularity" in model["test_quality"]
+    assert 0 <= model["item_to_item_ndcg@10"] <= model["item_to_item_hr@10"] <= 1
+    assert all(name in model["test_quality"] for name in ("SASRec", "popularity", "item-to-item", "SASRec + item"))
+    valid = {row["model"]: row["valid_ndcg@10"] for row in model["quality"]}
+    assert model["served_model"] == max(valid, key=valid.get)
+    assert model["sasrec_beats_baselines"] == (valid["SASRec"] > max(valid["popularity"], valid["item-to-item"]))
+    assert ("does NOT beat" in model["verdict"]) != model["sasrec_beats_baselines"]
     assert model["training_curve"].count("\n") == model["epochs"] + 1 and len(model["history"]) == model["epochs"]
     assert model["training_seconds"] > 0 and model["device"] == "cpu"
 
@@ -160,7 +178,13 @@ def test_the_recommender_assets_materialize_with_their_metrics(recommender_run):
 
     steering = metadata["steering_report"]
     assert steering["features_steered"] == 2 and "share_after" in steering["steering"]
-    assert {"mean_share_after_1x", "mean_share_after_4x", "mean_ndcg_cost_4x"} <= set(steering)
+    assert steering["add_features"] == steering["clamp_features"] == 2
+    assert 0 <= steering["add_share_reaching_target_within_10%_cost"] <= 1
+
+
+def test_the_model_check_says_whether_sasrec_beats_the_baselines(recommender_run):
+    model = recommender_run.metadata["sasrec_model"]
+    assert recommender_run.checks == {"sasrec_beats_baselines": model["sasrec_beats_baselines"]}
 
 
 def test_the_annotations_hold_one_row_per_live_feature_labelled_by_item_attributes(recommender_run):
@@ -170,9 +194,10 @@ def test_the_annotations_hold_one_row_per_live_feature_labelled_by_item_attribut
     annotations = load_annotations(artifacts / "sae_feature_annotations")
     sequences = stored.sequences(artifacts / "user_sequences" / TRAINING_DAY)
     states = collect_hidden_states(stored.model, sequences.drop_last(2), dictionary.layer, torch.device("cpu"))
-    assert len(states) <= annotations.settings["tokens"]  # the tiny data has fewer tokens than max_tokens: all used
+    _, held_out = states.split_users(dictionary.config["holdout_users"], dictionary.config["seed"])
+    assert len(held_out) == annotations.settings["tokens"]  # the tiny data has fewer tokens than max_tokens: all used
     with torch.no_grad():
-        live = np.flatnonzero((dictionary.sae.encode(states.states) > 0).any(0).numpy())
+        live = np.flatnonzero((dictionary.sae.encode(held_out.states) > 0).any(0).numpy())
 
     features = annotations.sae_features
     assert sorted(features["feature"]) == live.tolist()
@@ -213,6 +238,18 @@ def test_ubp_recommend_lists_the_top_k_and_steering_raises_the_category_share(re
         counts = re.search(rf"{category} in the top 10: (\d+) before, (\d+) after steering", printed)
         before, after = before + int(counts[1]), after + int(counts[2])
     assert after > before
+
+
+def test_ubp_recommend_explains_each_recommendation_by_labelled_features(recommender_run, monkeypatch, capsys):
+    settings = recommender_run.settings
+    stored = load_recommender(settings.artifact_dir / "sasrec_model")
+    client = stored.sequences(settings.artifact_dir / "user_sequences" / TRAINING_DAY).user_ids[0]
+    printed = _recommend(monkeypatch, capsys, settings, "--client", str(client), "--k", "3", "--explain")
+    assert "model: SASRec" in printed and "why: SAE features" in printed
+    reasons = re.findall(
+        r"^\s+\d+\s+sku \d+ .*: ((?:category|price):\S+ \(feature \d+, -[\d.]+\).*)$", printed, flags=re.M
+    )
+    assert reasons, printed
 
 
 def test_the_recommender_is_skipped_when_the_training_day_has_too_few_users(recommender_run):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import torch
 
 from tests.recommender_fixtures import planted_sae, tiny_runtime, trained_planted_sasrec
@@ -107,3 +110,14 @@ def test_sae_spliced_into_sasrec_keeps_most_of_its_ranking_quality():
     fidelity = splice_fidelity(trained.model, sae, states, split.test, torch.device("cpu"))
     assert fidelity["ndcg@10_mean_ablated"] < fidelity["ndcg@10_original"] / 2
     assert fidelity["ndcg_recovered"] > 0.8
+
+
+def test_ndcg_recovered_is_undefined_when_mean_ablation_costs_nothing():
+    split, trained = trained_planted_sasrec()
+    states, sae = planted_sae()
+    blind = copy.deepcopy(trained.model)
+    with torch.no_grad():
+        blind.final_norm.weight.zero_()  # every history now gets the same scores: the layer cannot matter
+    fidelity = splice_fidelity(blind, sae, states, split.test, torch.device("cpu"))
+    assert fidelity["ndcg@10_original"] == fidelity["ndcg@10_mean_ablated"]
+    assert math.isnan(fidelity["ndcg_recovered"])

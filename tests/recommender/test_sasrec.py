@@ -9,14 +9,17 @@ import pytest
 import torch
 
 from tests.recommender_fixtures import planted_sequences, trained_planted_sasrec
+from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit
 from ubp_pipeline.core.recommender.item_sequences import build_item_sequences, leave_one_out
 from ubp_pipeline.core.recommender.ranking import (
-    HiddenEdit,
     evaluate_full_ranking,
+    fit_item_to_item,
+    item_to_item_scorer,
     popularity_scorer,
     recommend_top_k,
     sasrec_scorer,
 )
+from ubp_pipeline.core.recommender.stages import best_model, compare_with_baselines
 from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
 
 
@@ -102,3 +105,26 @@ def test_windows_cover_every_transition_exactly_once():
     expected = sum(len(sequences.sequence(u)) - 1 for u in range(sequences.n_users))
     assert int((windows[:, :-1] != 0).sum()) == expected
     assert all((a, b) in pairs for u in range(7) for a, b in zip(sequences.sequence(u)[:-1], sequences.sequence(u)[1:]))
+
+
+def test_item_to_item_ranks_the_items_that_followed_the_newest_ones():
+    # 1 -> 2 three times, 1 -> 3 once, 4 -> 5 twice; item 3 is the most popular overall
+    users = np.repeat(np.arange(6), 3)
+    items = np.array([1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 3, 3, 4, 5, 3, 4, 5, 3])
+    train = build_item_sequences(users, items, np.arange(len(items)))
+    statistics = fit_item_to_item(train, window=1)
+    scores = item_to_item_scorer(statistics, recent=1)(torch.tensor([[0, 1], [0, 4]]))
+    assert scores[0].argmax() == 2 and scores[1].argmax() == 5
+    assert scores[0, 2] == pytest.approx(0.75, abs=1e-4)  # P(2 follows 1) = 3 / 4
+    untouched = item_to_item_scorer(statistics, recent=1)(torch.tensor([[0, 5]]))  # nothing follows 5 but 3
+    assert untouched[0].argmax() == 3
+
+
+def test_sasrec_is_compared_with_both_baselines_and_the_best_is_served():
+    split, trained = trained_planted_sasrec()
+    quality = compare_with_baselines(trained.model, fit_item_to_item(split.train), split, torch.device("cpu"))
+    assert quality["model"].tolist() == ["SASRec", "popularity", "item-to-item", "SASRec + item-to-item"]
+    assert quality.set_index("model").loc["item-to-item", "test_ndcg@10"] > 0.5  # the planted rule is a transition
+    assert best_model(quality) == quality.loc[quality["valid_ndcg@10"].idxmax(), "model"]
+    tied = quality.assign(**{"valid_ndcg@10": 0.3})
+    assert best_model(tied) == "SASRec"

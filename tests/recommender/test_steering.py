@@ -10,8 +10,10 @@ import torch
 
 from tests.recommender_fixtures import planted_sae, trained_planted_sasrec
 from ubp_pipeline.core.recommender.annotation import annotate_sae_features
+from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit, Steering, chain_edits, steering_edit
 from ubp_pipeline.core.recommender.ranking import recommend_top_k, sasrec_scorer
-from ubp_pipeline.core.recommender.steering import Steering, recommend, resolve_feature, steering_edit, steering_report
+from ubp_pipeline.core.recommender.serving import recommend
+from ubp_pipeline.core.recommender.steering import resolve_feature, steering_report
 
 LAYER = 1
 
@@ -65,24 +67,51 @@ def test_clamping_sets_the_activation_instead_of_adding_to_it():
     assert (top(off, Steering(feature, strength, "clamp")) == top(off, Steering(feature, strength))).all()
 
 
-def test_steering_report_measures_share_and_ndcg_before_and_after():
+def test_steering_report_finds_the_smallest_strength_that_doubles_the_share():
     split, model, sae, annotations = interpretable_planted_model()
-    report = steering_report(model, sae, LAYER, annotations, split.test, n_features=2, strength_multiples=(1.0, 4.0))
-    assert len(report) == 2 * report["label"].nunique()
-    right = report[report["label"] == "category:right"].set_index("strength_multiple")
-    assert right.loc[4.0, "share_after"] > right.loc[1.0, "share_after"] > right.loc[1.0, "share_before"]
-    assert (report["share_ratio"] == report["share_after"] / report["share_before"]).all()
+    left_users = np.arange(0, split.test.n_users, 2)
+    grid = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+    def report_for(strength_grid, modes=("add", "clamp")):
+        return steering_report(
+            model, sae, LAYER, annotations, split.test, n_features=2, strength_grid=strength_grid, modes=modes,
+            users=left_users,
+        )  # fmt: skip
+
+    report = report_for(grid)
+    assert len(report) == 2 * report["label"].nunique() and set(report["mode"]) == {"add", "clamp"}
+    add = report[(report["label"] == "category:right") & (report["mode"] == "add")].iloc[0]
+    assert add["reached_target"] and add["share_after"] >= 2 * add["share_before"] > 0
+    weaker = [multiple for multiple in grid if multiple < add["strength_multiple"]]
+    if weaker:
+        below = report_for((max(weaker),), modes=("add",)).set_index("label").loc["category:right"]
+        assert not below["reached_target"]
     assert np.allclose(report["ndcg_cost"], report["ndcg@10_before"] - report["ndcg@10_after"])
+    assert np.allclose(report["relative_ndcg_cost"], report["ndcg_cost"] / report["ndcg@10_before"])
+
+
+def test_a_label_absent_before_steering_gets_no_ratio_but_a_target():
+    split, model, sae, annotations = interpretable_planted_model()
+    right_users = np.arange(1, split.test.n_users, 2)  # odd users live in the right half
+    top = recommend_top_k(sasrec_scorer(model), split.test.drop_last(1), right_users, k=10)
+    no_left = right_users[~split.test.has_value("category:left")[top].any(1)]
+    assert len(no_left) > 10
+    report = steering_report(
+        model, sae, LAYER, annotations, split.test, strength_grid=(8.0,), modes=("add",), users=no_left
+    )
+    left = report.set_index("label").loc["category:left"]
+    assert left["share_before"] == 0 and np.isnan(left["share_ratio"])
+    assert left["reached_target"] == (left["share_after"] >= 0.2)
 
 
 def test_recommend_lists_unseen_items_with_their_attributes():
     split, model, sae, annotations = interpretable_planted_model()
     user_id = split.test.user_ids[0]
-    plain = recommend(model, split.test, user_id, k=5)
+    plain = recommend(sasrec_scorer(model), split.test, user_id, k=5)
     assert list(plain.columns) == ["rank", "item_id", "name", "category"]
     assert not set(plain["item_id"]) & set(split.test.item_ids[split.test.sequence(0) - 1])
     steering = Steering(resolve_feature(annotations, "category:right"), 20.0)
-    steered = recommend(model, split.test, user_id, k=5, sae=sae, layer=LAYER, steering=steering)
+    steered = recommend(sasrec_scorer(model, steering_edit(sae, LAYER, steering)), split.test, user_id, k=5)
     assert (steered["category"] == "right").sum() > (plain["category"] == "right").sum()
 
 
@@ -92,3 +121,14 @@ def test_features_are_addressed_by_index_or_label():
     assert resolve_feature(annotations, "7") == 7
     with pytest.raises(KeyError, match="category:middle"):
         resolve_feature(annotations, "category:middle")
+
+
+def test_chained_edits_apply_in_order_and_must_share_a_layer():
+    _, _, sae, _ = interpretable_planted_model()
+    hidden, items = torch.randn(3, 5, 32), torch.ones(3, 5, dtype=torch.long)
+    first, second = (steering_edit(sae, LAYER, Steering(f, 2.0)) for f in (0, 1))
+    chained = chain_edits([first, second]).apply(hidden, items)
+    assert torch.allclose(chained, second.apply(first.apply(hidden, items), items))
+    assert torch.allclose(chained[:, :-1], hidden[:, :-1])  # only the last position moves
+    with pytest.raises(ValueError, match="one layer"):
+        chain_edits([first, HiddenEdit(LAYER - 1, lambda h, i: h)])

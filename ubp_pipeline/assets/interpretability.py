@@ -29,23 +29,23 @@ class AnnotationConfig(dg.Config):
     subject: Literal["next", "current"] = "next"  # label a token by the item predicted there, or the one read there
     max_tokens: int = 50_000  # tokens sampled for the statistics
     min_value_tokens: int = 20  # attribute values on fewer tokens are not candidate labels
+    min_item_tokens: int = 5  # items on fewer tokens are not named among a feature's top items
     min_fires: int = 100  # features that fired on fewer tokens are not compared or steered (their label is noise)
 
 
 class SteeringConfig(dg.Config):
-    n_features: int = 5  # the most monosemantic reliable features with distinct labels
-    strength_multiples: list[float] = [1.0, 4.0, 16.0]  # in multiples of the feature's largest activation
+    n_features: int | None = 20  # the most monosemantic reliable feature of each of this many labels (None = all)
+    strength_grid: list[float] | None = None  # multiples of a feature's max activation tried in turn; None: 0.25..32
+    modes: list[str] = ["add", "clamp"]  # add along the decoder direction, clamp (set) the activation
     max_users: int = 2_000  # users sampled for the top-10 shares and the NDCG@10
 
 
-@dg.asset(
-    name=SAE_DICTIONARY,
-    deps=[sasrec_model],
-    group_name=RECOMMENDER_GROUP,
-    kinds={"pytorch", "safetensors"},
-    code_version="1",
-    op_tags=GPU_STEP_TAGS,
-)
+def _reading_stage(name: str, upstream: dg.AssetsDefinition, kinds: set[str], **options: Any):
+    """The asset decorator the stages that read the recommender share: one group, one code version."""
+    return dg.asset(name=name, deps=[upstream], group_name=RECOMMENDER_GROUP, kinds=kinds, code_version="2", **options)
+
+
+@_reading_stage(SAE_DICTIONARY, sasrec_model, {"pytorch", "safetensors"}, op_tags=GPU_STEP_TAGS)
 def sae_dictionary(
     context: dg.AssetExecutionContext, config: SAEDictionaryConfig, artifacts: ArtifactStore, torch_device: TorchDevice
 ) -> dg.MaterializeResult:
@@ -63,10 +63,8 @@ def sae_dictionary(
         artifacts.asset_dir(USER_SEQUENCES),
         out,
         torch_device.runtime(),
-        layer=config.layer,
-        holdout_users=config.holdout_users,
-        overrides=config.overrides,
         callback=epoch_logger(context, "sae"),
+        **config.model_dump(),  # layer, holdout_users, overrides
     )
     return dg.MaterializeResult(
         metadata={
@@ -84,28 +82,27 @@ def sae_dictionary(
             "holdout_tokens": int(fit.holdout["tokens"]),
             "training_tokens": fit.training_tokens,
             **fit.fidelity,
-            "ndcg_recovered_formula": "(NDCG_sae - NDCG_mean_ablated) / (NDCG_original - NDCG_mean_ablated)",
+            "ndcg_recovered_formula": "(NDCG_sae - NDCG_mean_ablated) / (NDCG_original - NDCG_mean_ablated); NaN ="
+            " undefined, when mean-ablating the layer costs less than 5 % of the original NDCG@10",
             "training_seconds": fit.training_seconds,
             "training_curve": dg.MetadataValue.md(markdown_table(pd.DataFrame(fit.history))),
         }
     )
 
 
-@dg.asset(
-    name=SAE_FEATURE_ANNOTATIONS,
-    deps=[sae_dictionary],
-    group_name=RECOMMENDER_GROUP,
-    kinds={"pytorch", "parquet"},
-    code_version="1",
-)
+@_reading_stage(SAE_FEATURE_ANNOTATIONS, sae_dictionary, {"pytorch", "parquet"})
 def sae_feature_annotations(
     config: AnnotationConfig, artifacts: ArtifactStore, torch_device: TorchDevice
 ) -> dg.MaterializeResult:
-    """What each live SAE feature means: its top items and sequences, its best category or price-band label with
-    precision, recall, AUROC and a chance-corrected monosemanticity; the same for every hidden dimension (positive
-    and negative part), and the two families compared."""
+    """What each live SAE feature means, read on the tokens of users the SAE never saw: its top items and sequences,
+    its best category or price-band label with precision, recall, AUROC and a chance-corrected monosemanticity; the
+    same for every hidden dimension (positive and negative part), and the two families compared for the current and
+    the next item."""
     from ubp_pipeline.core.common.markdown_tables import markdown_table
+    from ubp_pipeline.core.recommender.annotation import SINGLE_CONCEPT_AUROC
     from ubp_pipeline.core.recommender.stages import annotate_dictionary
+
+    SINGLE_CONCEPT = f"share_single_concept_auroc>={SINGLE_CONCEPT_AUROC}"
 
     out = artifacts.asset_dir(SAE_FEATURE_ANNOTATIONS)
     annotations = annotate_dictionary(
@@ -114,10 +111,7 @@ def sae_feature_annotations(
         artifacts.asset_dir(USER_SEQUENCES),
         out,
         torch_device.runtime(),
-        subject=config.subject,
-        max_tokens=config.max_tokens,
-        min_value_tokens=config.min_value_tokens,
-        min_fires=config.min_fires,
+        **config.model_dump(),  # subject, max_tokens, min_value_tokens, min_item_tokens, min_fires
     )
     comparison = annotations.comparison
     top = annotations.sae_features[annotations.sae_features["fires"] >= config.min_fires].head(10)
@@ -129,11 +123,13 @@ def sae_feature_annotations(
             "reliable_features": int(comparison.loc["sae", "reliable"]),
             "median_monosemanticity_sae": float(comparison.loc["sae", "median_monosemanticity"]),
             "median_monosemanticity_hidden": float(comparison.loc["hidden", "median_monosemanticity"]),
+            "share_single_concept_sae": float(comparison.loc["sae", SINGLE_CONCEPT]),
+            "share_single_concept_hidden": float(comparison.loc["hidden", SINGLE_CONCEPT]),
             "sae_vs_hidden": dg.MetadataValue.md(
-                markdown_table(comparison, index=True)
+                markdown_table(annotations.comparison_by_subject, index=True)
                 + f"\n\nmedians over features that fired on >= {config.min_fires} of {annotations.settings['tokens']:,}"
-                f" tokens; subject item: {config.subject}; monosemanticity = max over values of (weighted share - base)"
-                " / (1 - base)"
+                " held-out tokens; monosemanticity = max over values of (weighted share - base) / (1 - base);"
+                " single-concept = best AUROC >= 0.8"
             ),
             "top_features": dg.MetadataValue.md(
                 markdown_table(top[columns].assign(top_items=top["top_items"].str.slice(0, 80)))
@@ -142,20 +138,16 @@ def sae_feature_annotations(
     )
 
 
-@dg.asset(
-    name=STEERING_REPORT,
-    deps=[sae_feature_annotations],
-    group_name=RECOMMENDER_GROUP,
-    kinds={"pytorch", "parquet"},
-    code_version="1",
-)
+@_reading_stage(STEERING_REPORT, sae_feature_annotations, {"pytorch", "parquet"})
 def steering_report(
     context: dg.AssetExecutionContext, config: SteeringConfig, artifacts: ArtifactStore, torch_device: TorchDevice
 ) -> dg.MaterializeResult:
-    """Steering along the best-annotated SAE features (their decoder direction added at the last position): the share
-    of top-10 recommendations carrying the feature's label before and after, and the NDCG@10 it costs."""
+    """Steering along the best-annotated SAE feature of each label (decoder direction added, or activation clamped,
+    at the last position) with the strength calibrated per feature: the smallest multiple of its largest activation
+    that doubles its label's share of the top-10, the share before and after, and the NDCG@10 it costs."""
     from ubp_pipeline.core.common.markdown_tables import markdown_table
     from ubp_pipeline.core.recommender.stages import measure_steering
+    from ubp_pipeline.core.recommender.steering import steering_summary
     from ubp_pipeline.core.recommender.store import STEERING_FILE
 
     out = artifacts.asset_dir(STEERING_REPORT)
@@ -167,19 +159,17 @@ def steering_report(
         out,
         torch_device.runtime(),
         n_features=config.n_features,
-        strength_multiples=tuple(config.strength_multiples),
+        **({} if config.strength_grid is None else {"strength_grid": tuple(config.strength_grid)}),
+        modes=tuple(config.modes),
         max_users=config.max_users,
     )
     if report.empty:
         context.log.warning("no SAE feature fired often enough to be steered: the report is empty")
-    by_strength = report.groupby("strength_multiple")[["share_before", "share_after", "ndcg_cost"]].mean()
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(out / STEERING_FILE)),
             "features_steered": int(report["feature"].nunique()),
             "steering": dg.MetadataValue.md(markdown_table(report)),
-            **{f"mean_share_after_{m:g}x": float(row.share_after) for m, row in by_strength.iterrows()},
-            **{f"mean_ndcg_cost_{m:g}x": float(row.ndcg_cost) for m, row in by_strength.iterrows()},
-            "mean_share_before": float(report["share_before"].mean()) if len(report) else float("nan"),
+            **steering_summary(report),
         }
     )

@@ -4,7 +4,9 @@ Every token is a position in a training sequence; its *subject item* is the item
 the one the user took next (``next``, what the model predicts there). For each feature and each attribute value
 (``genre:Drama``, ``category:12``) we compute, with "fires" meaning activation > 0:
 
-* precision P(value | fires), recall P(fires | value), and their F1;
+* precision P(value | fires), recall P(fires | value), and their F1; F1 over chance, ``(F1 - F1_0) / (1 - F1_0)``
+  with ``F1_0`` the F1 of a feature that fires as often but at random (a dense dimension firing on half of all
+  tokens scores F1 ~ 0.44 against a value on 40 % of them by chance alone; a sparse one cannot);
 * AUROC of the activation as a score for the value (Mann-Whitney form, ties counted half, equal to scikit-learn's
   ``roc_auc_score``; computed for all feature x value pairs in one rank pass instead of one call per pair);
 * weighted share: the share of the feature's total activation that falls on tokens with the value, and
@@ -36,6 +38,7 @@ from ubp_pipeline.models.sae import TopKSAE
 
 Subject = Literal["current", "next"]
 MIN_FIRES = 100  # a label read off fewer annotation tokens than this is noise, to steer by or to compare
+SINGLE_CONCEPT_AUROC = 0.8  # a feature whose activation ranks one attribute value this well is "single-concept"
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -64,6 +67,11 @@ def _value_table(sequences: ItemSequences, items: torch.Tensor, min_tokens: int)
     table = np.concatenate([attribute.table for attribute in attributes], axis=1)
     value_tokens = np.bincount(items.numpy(), minlength=len(table)) @ table
     usable = (value_tokens >= min_tokens) & (value_tokens < len(items))
+    if not usable.any():
+        raise ValueError(
+            f"no attribute value is carried by {min_tokens}+ of the {len(items)} tokens (and not by all): too few "
+            "tokens to label features; hold out more users or lower min_value_tokens"
+        )
     return keys[usable].tolist(), torch.as_tensor(table[:, usable], dtype=torch.float64).to_sparse()
 
 
@@ -87,10 +95,12 @@ def _scores_per_value(
     and indicator matrices are tokens x chunk, so memory stays bounded however many features there are)."""
     n_tokens = len(activations)
     value_tokens = _per_value(torch.ones(n_tokens, 1), items, table)
-    scores: dict[str, list[torch.Tensor]] = {name: [] for name in ("weighted", "top", "precision", "recall", "auroc")}
+    names = ("weighted", "top", "precision", "recall", "auroc", "firing_rate")
+    scores: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for chunk in activations.split(feature_chunk, dim=1):
         scores["weighted"].append(_per_value(chunk, items, table) / chunk.double().sum(0).clamp_min(1e-12))
         fires = (chunk > 0).double()
+        scores["firing_rate"].append(fires.mean(0, keepdim=True).expand(table.shape[1], -1))
         hits = _per_value(fires, items, table)
         scores["precision"].append(hits / fires.sum(0).clamp_min(1))
         scores["recall"].append(hits / value_tokens)
@@ -105,9 +115,15 @@ def _scores_per_value(
     result["monosemanticity"] = (result["weighted"] - base) / (1 - base)
     result["top_monosemanticity"] = (result["top"] - base) / (1 - base)
     precision, recall = result["precision"], result["recall"]
-    result["f1"] = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    result["f1"] = _f1(precision, recall)
+    chance_f1 = _f1(np.broadcast_to(base, precision.shape), result.pop("firing_rate"))
+    result["f1_over_chance"] = (result["f1"] - chance_f1) / (1 - chance_f1)
     result["base_rate"] = np.broadcast_to(base, precision.shape)
     return result
+
+
+def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    return np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
 
 
 def annotate_features(
@@ -149,6 +165,7 @@ def annotate_features(
             "best_top_monosemanticity": scores["top_monosemanticity"][live].max(1),
             "best_auroc": scores["auroc"][live].max(1),
             "best_f1": scores["f1"][live].max(1),
+            "best_f1_over_chance": scores["f1_over_chance"][live].max(1),
             "fires": fires[live],
             "firing_rate": fires[live] / len(states),
             "mean_activation": activations.sum(0).numpy()[live] / fires[live],
@@ -217,8 +234,9 @@ def compare_monosemanticity(
     tables: dict[str, pd.DataFrame], threshold: float = 0.3, min_fires: int = MIN_FIRES
 ) -> pd.DataFrame:
     """One row per feature family (e.g. ``sae``, ``hidden``): live and reliable feature counts, the median of each
-    score over the reliable ones, and the share of those whose monosemanticity reaches ``threshold``. Features that
-    fired on fewer than ``min_fires`` tokens are left out: one lucky token makes any feature look "monosemantic"."""
+    score over the reliable ones, the share of those whose monosemanticity reaches ``threshold`` and the share that
+    are single-concept (best AUROC >= 0.8). Features that fired on fewer than ``min_fires`` tokens are left out: one
+    lucky token makes any feature look "monosemantic"."""
     rows = {}
     for family, table in tables.items():
         reliable = reliable_features(table, min_fires)
@@ -230,6 +248,10 @@ def compare_monosemanticity(
             "median_best_top_monosemanticity": reliable["best_top_monosemanticity"].median(),
             "median_best_auroc": reliable["best_auroc"].median(),
             "median_best_f1": reliable["best_f1"].median(),
+            "median_best_f1_over_chance": reliable["best_f1_over_chance"].median(),
+            f"share_single_concept_auroc>={SINGLE_CONCEPT_AUROC}": (
+                reliable["best_auroc"] >= SINGLE_CONCEPT_AUROC
+            ).mean(),
             "median_label_precision": reliable["precision"].median(),
         }
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -15,8 +15,9 @@ import torch
 
 from ubp_pipeline.core.common.device import TorchRuntime
 from ubp_pipeline.core.common.progress import EpochCallback, TrainingHistory, progress_bar
+from ubp_pipeline.core.recommender.hidden_edits import mean_ablation, sae_splice
 from ubp_pipeline.core.recommender.item_sequences import ItemSequences
-from ubp_pipeline.core.recommender.ranking import HiddenEdit, evaluate_full_ranking, sasrec_scorer
+from ubp_pipeline.core.recommender.ranking import evaluate_full_ranking, sasrec_scorer
 from ubp_pipeline.models.sae import SAEConfig, TopKSAE, fraction_of_variance_unexplained
 from ubp_pipeline.models.sasrec import SASRec
 
@@ -82,6 +83,8 @@ def collect_hidden_states(
     )
 
 
+# share of the original NDCG@10 that mean-ablation must cost for "share of that loss recovered" to mean something
+MIN_ABLATION_LOSS = 0.05
 PRE_BIAS_SAMPLE = 32_768  # tokens whose geometric median initialises b_pre (as in Gao et al.'s trainer)
 
 
@@ -165,21 +168,12 @@ def evaluate_sae(sae: TopKSAE, states: torch.Tensor, batch_size: int = 4096) -> 
     }
 
 
-def sae_splice(sae: TopKSAE, layer: int) -> HiddenEdit:
-    """The layer's hidden state replaced by its SAE reconstruction at every position."""
-    return HiddenEdit(layer, lambda hidden, items: sae(hidden))
-
-
-def mean_ablation(mean_state: torch.Tensor, layer: int) -> HiddenEdit:
-    """The layer's hidden state replaced by its mean over training tokens at every position: the layer says nothing."""
-    return HiddenEdit(layer, lambda hidden, items: mean_state.to(hidden.device).expand_as(hidden))
-
-
 def splice_fidelity(
     model: SASRec, sae: TopKSAE, states: HiddenStates, sequences: ItemSequences, device: torch.device
 ) -> dict[str, float]:
     """NDCG@10/HR@10 of the original model, with the SAE spliced in, and with the layer mean-ablated, plus
-    ndcg_recovered = (NDCG_sae - NDCG_ablate) / (NDCG_orig - NDCG_ablate)."""
+    ndcg_recovered = (NDCG_sae - NDCG_ablate) / (NDCG_orig - NDCG_ablate): NaN (undefined) when mean-ablating the
+    layer costs nothing, because then there is no loss to recover and any ratio would be noise over noise."""
     runs = {
         "original": sasrec_scorer(model),
         "sae": sasrec_scorer(model, sae_splice(sae, states.layer)),
@@ -190,5 +184,7 @@ def splice_fidelity(
         metrics = evaluate_full_ranking(scorer, sequences, device=device)
         result[f"ndcg@10_{name}"], result[f"hr@10_{name}"] = metrics["ndcg@10"], metrics["hr@10"]
     lost_by_ablation = result["ndcg@10_original"] - result["ndcg@10_mean_ablated"]
-    result["ndcg_recovered"] = (result["ndcg@10_sae"] - result["ndcg@10_mean_ablated"]) / lost_by_ablation
+    recovered = result["ndcg@10_sae"] - result["ndcg@10_mean_ablated"]
+    meaningful = lost_by_ablation > MIN_ABLATION_LOSS * result["ndcg@10_original"]
+    result["ndcg_recovered"] = recovered / lost_by_ablation if meaningful else float("nan")
     return result

@@ -1,14 +1,17 @@
-"""The interpretable recommender's four stages as plain functions: read folders, write one folder, return the figures.
+"""The interpretable recommender's four stages, each twice: in memory (a split in, figures out: what the MovieLens
+benchmark calls) and over folders (read the previous stage's folder, write one: what the assets call).
 
-1. ``fit_recommender``: SASRec on one `user_sequences` day's sku sequences, scored by leave-one-out full ranking
-   (HR@10 / NDCG@10 over all items) next to the popularity baseline.
-2. ``fit_dictionary``: a TopK SAE on one layer's hidden states over the same training sequences; explained variance,
-   L0 and dead latents on held-out users, NDCG@10 with the reconstruction spliced in.
-3. ``annotate_dictionary``: every live SAE feature and every hidden dimension against the items' category and price.
-4. ``measure_steering``: how far steering along the best-annotated features moves the top-10 toward their label, and
-   what it costs in NDCG@10.
+1. ``train_recommender`` / ``fit_recommender``: SASRec on item sequences, scored by leave-one-out full ranking
+   (HR@10 / NDCG@10 over all items) next to popularity, item-to-item transitions and a blend of SASRec with them;
+   the model that ranks validation users best is the one served.
+2. ``train_dictionary`` / ``fit_dictionary``: a TopK SAE on one layer's hidden states over the training sequences;
+   explained variance, L0 and dead latents on held-out users, NDCG@10 with the reconstruction spliced in.
+3. ``annotate_layer`` / ``annotate_dictionary``: every live SAE feature and every hidden dimension against the items'
+   attributes on the held-out users' tokens, for the current and the next item.
+4. ``steering_report`` (steering.py) / ``measure_steering``: how far steering along each labelled feature moves the
+   top-10 toward its label, at a strength calibrated per feature, and what it costs in NDCG@10.
 
-Later stages rebuild the training sequences from the checkpoint (its vocabulary, options and training day), so
+Folder stages rebuild the training sequences from the checkpoint (its vocabulary, options and training day), so
 they see exactly the users and items the model was trained on. Defaults are sized for the demo (about 8k users,
 2k skus) on a CPU; ``overrides`` change any field of the model's and the training's config by name.
 """
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ubp_pipeline.core.common.device import TorchRuntime
 from ubp_pipeline.core.common.progress import EpochCallback
@@ -35,21 +39,30 @@ from ubp_pipeline.core.recommender.annotation import (
 )
 from ubp_pipeline.core.recommender.item_sequences import LeaveOneOutSplit, leave_one_out
 from ubp_pipeline.core.recommender.ranking import (
-    SASRecTrainingConfig,
+    BLEND,
+    ITEM_TO_ITEM,
+    POPULARITY,
+    SASREC,
+    ItemToItem,
+    blended_scorer,
     evaluate_full_ranking,
+    fit_item_to_item,
+    item_to_item_scorer,
     popularity_scorer,
     sasrec_scorer,
-    train_sasrec,
 )
 from ubp_pipeline.core.recommender.sae_training import (
+    HiddenStates,
     SAETrainingConfig,
+    TrainedSAE,
     collect_hidden_states,
     evaluate_sae,
     splice_fidelity,
     train_sae,
 )
+from ubp_pipeline.core.recommender.sasrec_training import SASRecTrainingConfig, TrainedSASRec, train_sasrec
 from ubp_pipeline.core.recommender.sku_sequences import SkuSequenceOptions, build_sku_sequences
-from ubp_pipeline.core.recommender.steering import steering_report
+from ubp_pipeline.core.recommender.steering import STEERING_COLUMNS, steering_report
 from ubp_pipeline.core.recommender.store import (
     Annotations,
     StoredRecommender,
@@ -61,21 +74,18 @@ from ubp_pipeline.core.recommender.store import (
     save_recommender,
     save_steering_report,
 )
-from ubp_pipeline.models.sae import SAEConfig
-from ubp_pipeline.models.sasrec import SASRecConfig
+from ubp_pipeline.models.sae import SAEConfig, TopKSAE
+from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
 
 # Product sequences are short (demo: median 6 skus, p99 26): 32 positions hold 99.9 % of them whole.
 SASREC_DEFAULTS = {"max_len": 32, "d_model": 64, "n_heads": 2, "n_blocks": 2, "dropout": 0.2}
 # Measured on the demo's training day (7.6k users, 1.8k skus, one CPU thread): the best validation epoch comes at
-# 5-8, test NDCG@10 0.125 vs 0.073 for popularity, 45 s. k = 8 of 512 latents labels features better than k = 16
-# (median monosemanticity 0.17 vs 0.13; hidden dimensions 0.09) and still explains 97 % of the variance.
-SASREC_TRAINING = SASRecTrainingConfig(epochs=30, batch_size=64, learning_rate=1e-3, patience=3, valid_users=2_000)
+# 5-8; test NDCG@10 0.1255 with item dropout 0.2 (0.1246 without) vs popularity 0.0729 and item-to-item 0.1018.
+SASREC_TRAINING = SASRecTrainingConfig(
+    epochs=30, batch_size=64, learning_rate=1e-3, patience=3, valid_users=2_000, item_dropout=0.2
+)
 SAE_DEFAULTS = {"expansion": 8, "k": 8}
 SAE_TRAINING = SAETrainingConfig(epochs=20, batch_size=512, learning_rate=1e-3, dead_window_tokens=20_000)
-STEERING_COLUMNS = [
-    "feature", "label", "monosemanticity", "strength_multiple", "strength", "share_before", "share_after",
-    "ndcg@10_before", "ndcg@10_after", "share_ratio", "ndcg_cost",
-]  # fmt: skip
 
 
 class NotEnoughData(ValueError):
@@ -91,9 +101,74 @@ def _with_overrides(overrides: dict[str, Any], *configs: Any) -> list[Any]:
     return [dataclasses.replace(c, **{k: v for k, v in overrides.items() if k in n}) for c, n in zip(configs, names)]
 
 
+def compare_with_baselines(
+    model: SASRec, baselines: ItemToItem, split: LeaveOneOutSplit, device: torch.device
+) -> pd.DataFrame:
+    """One row per model (SASRec, popularity, item-to-item, their blend): HR@10 and NDCG@10 on validation and test,
+    all on the same split and every user."""
+    scorers = {
+        SASREC: sasrec_scorer(model),
+        POPULARITY: popularity_scorer(split.train),
+        ITEM_TO_ITEM: item_to_item_scorer(baselines),
+        BLEND: blended_scorer(model, baselines),
+    }
+    rows = []
+    for name, scorer in scorers.items():
+        row = {"model": name}
+        for part in ("valid", "test"):
+            metrics = evaluate_full_ranking(scorer, getattr(split, part), device=device)
+            row |= {f"{part}_hr@10": metrics["hr@10"], f"{part}_ndcg@10": metrics["ndcg@10"]}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_model(quality: pd.DataFrame) -> str:
+    """The model served: the best validation NDCG@10 (the test split stays for reporting), the first listed on a
+    tie (SASRec before the others)."""
+    return str(quality.sort_values("valid_ndcg@10", ascending=False, kind="stable")["model"].iloc[0])
+
+
+@dataclass(frozen=True)
+class TrainedRecommender:
+    trained: TrainedSASRec
+    baselines: ItemToItem
+    quality: pd.DataFrame  # compare_with_baselines
+    served_model: str
+
+    @property
+    def sasrec_wins(self) -> bool:
+        """SASRec alone ranks validation users better than both baselines."""
+        valid = self.quality.set_index("model")["valid_ndcg@10"]
+        return bool(valid[SASREC] > max(valid[POPULARITY], valid[ITEM_TO_ITEM]))
+
+    def metrics(self) -> dict[str, float | str | bool]:
+        """Flat figures on test: ``test_*`` for SASRec, ``popularity_*``, ``item_to_item_*``, ``blend_*``; the model
+        served and whether SASRec alone beats the baselines."""
+        by_model = self.quality.set_index("model")
+        flat = {f"test_{m}": float(by_model.loc[SASREC, f"test_{m}"]) for m in ("hr@10", "ndcg@10")}
+        for name, prefix in ((POPULARITY, "popularity"), (ITEM_TO_ITEM, "item_to_item"), (BLEND, "blend")):
+            flat |= {f"{prefix}_{m}": float(by_model.loc[name, f"test_{m}"]) for m in ("hr@10", "ndcg@10")}
+        return flat | {"served_model": self.served_model, "sasrec_beats_baselines": self.sasrec_wins}
+
+
+def train_recommender(
+    split: LeaveOneOutSplit,
+    model_config: SASRecConfig,
+    training: SASRecTrainingConfig,
+    runtime: TorchRuntime,
+    callback: EpochCallback | None = None,
+) -> TrainedRecommender:
+    """SASRec and both baselines on one split, compared; the best on validation is the one to serve."""
+    trained = train_sasrec(split, model_config, training, runtime, callback)
+    baselines = fit_item_to_item(split.train)
+    quality = compare_with_baselines(trained.model, baselines, split, runtime.device)
+    return TrainedRecommender(trained, baselines, quality, best_model(quality))
+
+
 @dataclass(frozen=True)
 class RecommenderFit:
-    metrics: dict[str, float]
+    metrics: dict[str, float | str | bool]
+    quality: pd.DataFrame
     history: list[dict[str, float]]
     device: str
 
@@ -109,27 +184,21 @@ def fit_recommender(
     min_users: int = 200,
     callback: EpochCallback | None = None,
 ) -> RecommenderFit:
-    """Train SASRec on the day's sku sequences, score it and popularity on each user's last item, save it."""
+    """``train_recommender`` on the day's sku sequences, saved with the baselines and the name of the model to serve."""
     sequences = build_sku_sequences(sequences_dir, options)
     if sequences.n_users < min_users:
         raise NotEnoughData(
             f"{sequences.n_users} users have {options.min_length}+ product events on skus seen "
             f"{options.min_item_count}+ times in user_sequences {training_day}; a recommender needs {min_users}"
         )
-    split = leave_one_out(sequences)
     model_config, training = _with_overrides(
         overrides or {}, SASRecConfig(n_items=sequences.n_items, **SASREC_DEFAULTS), SASREC_TRAINING
     )
     if model_config.n_items != sequences.n_items:
         raise ValueError("n_items is the vocabulary size and cannot be overridden")
-    trained = train_sasrec(split, model_config, training, runtime, callback)
-    test = evaluate_full_ranking(sasrec_scorer(trained.model), split.test, device=runtime.device)
-    popularity = evaluate_full_ranking(popularity_scorer(split.train), split.test, device=runtime.device)
-    metrics = {
-        "test_hr@10": test["hr@10"],
-        "test_ndcg@10": test["ndcg@10"],
-        "popularity_hr@10": popularity["hr@10"],
-        "popularity_ndcg@10": popularity["ndcg@10"],
+    result = train_recommender(leave_one_out(sequences), model_config, training, runtime, callback)
+    trained = result.trained
+    metrics = result.metrics() | {
         "users": sequences.n_users,
         "items": sequences.n_items,
         "interactions": len(sequences.items),
@@ -144,11 +213,13 @@ def fit_recommender(
         "options": dataclasses.asdict(options),
         "training": dataclasses.asdict(training),
         "metrics": metrics,
+        "quality": result.quality.to_dict(orient="records"),
+        "served_model": result.served_model,
         "history": trained.history.epochs,
         "device": device,
     }
-    save_recommender(out_dir, trained.model, sequences, config)
-    return RecommenderFit(metrics=metrics, history=trained.history.epochs, device=device)
+    save_recommender(out_dir, trained.model, result.baselines, sequences, config)
+    return RecommenderFit(metrics=metrics, quality=result.quality, history=trained.history.epochs, device=device)
 
 
 def _training_view(
@@ -165,12 +236,51 @@ class DictionaryFit:
     n_latents: int
     k: int
     holdout: dict[str, float]  # explained_variance, l0, dead_fraction, tokens
-    fidelity: dict[str, float]  # NDCG@10 / HR@10 original, sae, mean_ablated; ndcg_recovered
+    fidelity: dict[str, float]  # NDCG@10 / HR@10 original, sae, mean_ablated; ndcg_recovered (NaN when undefined)
     training_dead_fraction: float
     dead_window_tokens: int
     training_tokens: int
     training_seconds: float
     history: list[dict[str, float]]
+
+
+@dataclass(frozen=True)
+class TrainedDictionary:
+    sae: TopKSAE
+    states: HiddenStates  # every training token's hidden state at the layer
+    holdout: HiddenStates  # the held-out users' share of them: what the SAE is measured and annotated on
+    fit: DictionaryFit
+
+
+def train_dictionary(
+    model: SASRec,
+    split: LeaveOneOutSplit,
+    layer: int,
+    sae_config: SAEConfig,
+    training: SAETrainingConfig,
+    runtime: TorchRuntime,
+    *,
+    holdout_users: float = 0.1,
+    callback: EpochCallback | None = None,
+) -> TrainedDictionary:
+    """A TopK SAE on the residual stream after ``layer`` blocks, trained on all but ``holdout_users`` of the users;
+    quality is measured on the held-out users, fidelity on every user's test item."""
+    states = collect_hidden_states(model, split.train, layer, runtime.device)
+    train_states, holdout = states.split_users(holdout_users, runtime.seed)
+    trained: TrainedSAE = train_sae(train_states.states, sae_config, training, runtime, callback)
+    fit = DictionaryFit(
+        layer=layer,
+        n_latents=sae_config.n_latents,
+        k=sae_config.k,
+        holdout=evaluate_sae(trained.sae, holdout.states),
+        fidelity=splice_fidelity(model, trained.sae, states, split.test, runtime.device),
+        training_dead_fraction=trained.history.last()["dead"],
+        dead_window_tokens=training.dead_window_tokens,
+        training_tokens=len(train_states),
+        training_seconds=trained.seconds,
+        history=trained.history.epochs,
+    )
+    return TrainedDictionary(trained.sae, states, holdout, fit)
 
 
 def fit_dictionary(
@@ -184,31 +294,64 @@ def fit_dictionary(
     overrides: dict[str, Any] | None = None,
     callback: EpochCallback | None = None,
 ) -> DictionaryFit:
-    """A TopK SAE on the residual stream after ``layer`` blocks (negative counts from the end: -1 = after the last
-    block), trained on all but ``holdout_users`` of the users; quality is measured on the held-out users."""
+    """``train_dictionary`` on the stored model's training sequences (negative ``layer`` counts from the end: -1 =
+    after the last block), saved with the held-out share so the annotations read the same held-out users."""
     stored, split = _training_view(model_dir, sequences_root, runtime)
     layer = range(stored.model.config.n_blocks + 1)[layer]
-    states = collect_hidden_states(stored.model, split.train, layer, runtime.device)
-    train_states, holdout = states.split_users(holdout_users, runtime.seed)
     sae_config, training = _with_overrides(
         overrides or {}, SAEConfig(d_in=stored.model.config.d_model, **SAE_DEFAULTS), SAE_TRAINING
     )
-    trained = train_sae(train_states.states, sae_config, training, runtime, callback)
-    fit = DictionaryFit(
-        layer=layer,
-        n_latents=sae_config.n_latents,
-        k=sae_config.k,
-        holdout=evaluate_sae(trained.sae, holdout.states),
-        fidelity=splice_fidelity(stored.model, trained.sae, states, split.test, runtime.device),
-        training_dead_fraction=trained.history.last()["dead"],
-        dead_window_tokens=training.dead_window_tokens,
-        training_tokens=len(train_states),
-        training_seconds=trained.seconds,
-        history=trained.history.epochs,
+    result = train_dictionary(
+        stored.model, split, layer, sae_config, training, runtime, holdout_users=holdout_users, callback=callback
     )
-    config = {"training": dataclasses.asdict(training), "fit": dataclasses.asdict(fit)}
-    save_dictionary(out_dir, trained.sae, layer, config)
-    return fit
+    config = {
+        "training": dataclasses.asdict(training),
+        "fit": dataclasses.asdict(result.fit),
+        "holdout_users": holdout_users,
+        "seed": runtime.seed,
+    }
+    save_dictionary(out_dir, result.sae, layer, config)
+    return result.fit
+
+
+def annotate_layer(
+    sae: TopKSAE,
+    holdout: HiddenStates,
+    split: LeaveOneOutSplit,
+    *,
+    subject: Subject = "next",
+    max_tokens: int = 50_000,
+    min_value_tokens: int = 20,
+    min_item_tokens: int = 5,
+    min_fires: int = MIN_FIRES,
+    seed: int = 0,
+) -> Annotations:
+    """Every live SAE feature and every hidden dimension on held-out tokens (labels for ``subject``), and the two
+    families compared for both the current and the next item."""
+    options = {
+        "max_tokens": max_tokens,
+        "min_value_tokens": min_value_tokens,
+        "min_item_tokens": min_item_tokens,
+        "seed": seed,
+    }
+    tables = {
+        side: (
+            annotate_sae_features(sae, holdout, split.train, subject=side, **options),
+            annotate_hidden_dimensions(holdout, split.train, subject=side, **options),
+        )
+        for side in dict.fromkeys([subject, "current", "next"])
+    }
+    by_subject = pd.concat(
+        [
+            compare_monosemanticity({"sae": sae_table, "hidden": hidden_table}, min_fires=min_fires).assign(
+                subject=side
+            )
+            for side, (sae_table, hidden_table) in tables.items()
+        ]
+    )
+    settings = {"subject": subject, "min_fires": min_fires, "tokens": min(len(holdout), max_tokens), "held_out": True}
+    comparison = by_subject[by_subject["subject"] == subject]
+    return Annotations(*tables[subject], comparison, by_subject, settings)
 
 
 def annotate_dictionary(
@@ -217,25 +360,25 @@ def annotate_dictionary(
     sequences_root: str | Path,
     out_dir: str | Path,
     runtime: TorchRuntime,
-    *,
-    subject: Subject = "next",
-    max_tokens: int = 50_000,
-    min_value_tokens: int = 20,
-    min_fires: int = MIN_FIRES,
+    **options: Any,
 ) -> Annotations:
-    """Annotate every live SAE feature and every hidden dimension of the dictionary's layer on the training
-    sequences, compare the two families, save all three tables."""
+    """``annotate_layer`` on the users the stored dictionary held out of its training, saved."""
     stored, split = _training_view(model_dir, sequences_root, runtime)
     dictionary = load_dictionary(dictionary_dir, runtime.device)
     states = collect_hidden_states(stored.model, split.train, dictionary.layer, runtime.device)
-    options = {"subject": subject, "max_tokens": max_tokens, "min_value_tokens": min_value_tokens, "seed": runtime.seed}
-    sae_features = annotate_sae_features(dictionary.sae, states, split.train, **options)
-    hidden_dimensions = annotate_hidden_dimensions(states, split.train, **options)
-    comparison = compare_monosemanticity({"sae": sae_features, "hidden": hidden_dimensions}, min_fires=min_fires)
-    settings = {"subject": subject, "min_fires": min_fires, "tokens": min(len(states), max_tokens)}
-    annotations = Annotations(sae_features, hidden_dimensions, comparison, settings)
+    seed = dictionary.config.get("seed", runtime.seed)
+    _, holdout = states.split_users(dictionary.config.get("holdout_users", 0.1), seed)
+    annotations = annotate_layer(dictionary.sae, holdout, split, seed=runtime.seed, **options)
     save_annotations(out_dir, annotations)
     return annotations
+
+
+def sample_users(n_users: int, max_users: int, seed: int) -> np.ndarray:
+    """All users, or ``max_users`` of them drawn at random (sorted), so a report stays cheap on big data."""
+    users = np.arange(n_users)
+    if n_users > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    return users
 
 
 def measure_steering(
@@ -246,19 +389,14 @@ def measure_steering(
     out_dir: str | Path,
     runtime: TorchRuntime,
     *,
-    n_features: int = 5,
-    strength_multiples: tuple[float, ...] = (1.0, 4.0, 16.0),
     max_users: int = 2_000,
+    **options: Any,
 ) -> pd.DataFrame:
-    """``core.recommender.steering.steering_report`` for the ``n_features`` most monosemantic reliable SAE features (distinct
-    labels), on the leave-one-out test of at most ``max_users`` sampled users, and save it. Empty
+    """``steering.steering_report`` on the leave-one-out test of at most ``max_users`` sampled users, saved. Empty
     when no feature fired often enough to be trusted."""
     stored, split = _training_view(model_dir, sequences_root, runtime)
     dictionary = load_dictionary(dictionary_dir, runtime.device)
     annotations = load_annotations(annotations_dir)
-    users = np.arange(split.test.n_users)
-    if len(users) > max_users:
-        users = np.sort(np.random.default_rng(runtime.seed).choice(users, max_users, replace=False))
     if reliable_features(annotations.sae_features, annotations.min_fires).empty:
         report = pd.DataFrame(columns=STEERING_COLUMNS)
     else:
@@ -268,12 +406,10 @@ def measure_steering(
             dictionary.layer,
             annotations.sae_features,
             split.test,
-            n_features=n_features,
             min_fires=annotations.min_fires,
-            strength_multiples=tuple(strength_multiples),
-            users=users,
+            users=sample_users(split.test.n_users, max_users, runtime.seed),
             device=runtime.device,
+            **options,
         )
     save_steering_report(out_dir, report)
     return report
-

@@ -1,37 +1,33 @@
-"""Steer SASRec's recommendations through SAE features: push the hidden state along a feature's decoder direction.
+"""Steer SASRec's recommendations through SAE features, with the strength calibrated per feature.
 
-The edit is made at the SAE's layer and only at the **last position**. Recommendations are read from the last
-position alone, so that is where a request like "more Drama now" belongs; the earlier positions keep encoding what
-the user actually did, so later attention blocks still see the true history (when the SAE sits after the last
-block, editing earlier positions could not change the scores anyway).
-
-Strength is in activation units: ``add`` moves the hidden state by ``strength`` along the unit-norm decoder column
-(as if the feature fired ``strength`` more), ``clamp`` sets the feature's activation to ``strength`` and leaves the
-SAE's reconstruction error in place. The report expresses strengths as multiples of the feature's largest activation
-seen in the annotation data, so "1x" means "as strongly as this feature ever fires on real histories".
+Features differ in scale and in how far their direction is from the scoring head's, so one fixed strength moves
+some concepts a lot and others not at all. The report therefore searches, per feature, the smallest strength (a
+multiple of the feature's largest activation on the annotation data: "1x" = as strongly as it ever fires on a real
+history) that doubles the share of its label in the top-10, and says what that costs in NDCG@10. The edits
+themselves (add along the decoder direction, or clamp the activation) live in ``hidden_edits``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import itertools
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ubp_pipeline.core.recommender.annotation import MIN_FIRES, reliable_features
+from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit, Mode, Steering, steering_edit
 from ubp_pipeline.core.recommender.item_sequences import ItemSequences
-from ubp_pipeline.core.recommender.ranking import HiddenEdit, evaluate_full_ranking, recommend_top_k, sasrec_scorer
+from ubp_pipeline.core.recommender.ranking import evaluate_and_recommend, sasrec_scorer
 from ubp_pipeline.models.sae import TopKSAE
 from ubp_pipeline.models.sasrec import SASRec
 
-
-@dataclass(frozen=True)
-class Steering:
-    feature: int
-    strength: float
-    mode: Literal["add", "clamp"] = "add"
+# multiples of a feature's largest activation tried in turn: the first that reaches the target share is reported
+STRENGTH_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+STEERING_COLUMNS = [
+    "feature", "label", "monosemanticity", "mode", "strength_multiple", "strength", "share_before", "share_after",
+    "reached_target", "ndcg@10_before", "ndcg@10_after", "share_ratio", "ndcg_cost", "relative_ndcg_cost",
+]  # fmt: skip
 
 
 def resolve_feature(annotations: pd.DataFrame, feature: int | str, min_fires: int = MIN_FIRES) -> int:
@@ -47,50 +43,6 @@ def resolve_feature(annotations: pd.DataFrame, feature: int | str, min_fires: in
     return int(labelled["feature"].iloc[0])
 
 
-def steering_edit(sae: TopKSAE, layer: int, steering: Steering) -> HiddenEdit:
-    """The hidden-state edit at the SAE's ``layer``, last position only (see the module docstring)."""
-    def apply(hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        direction = sae.decoder[:, steering.feature]
-        last = hidden[:, -1]
-        if steering.mode == "add":
-            shift = steering.strength
-        else:
-            shift = steering.strength - sae.encode(last)[:, steering.feature, None]
-        edited = hidden.clone()
-        edited[:, -1] = last + shift * direction
-        return edited
-
-    return HiddenEdit(layer, apply)
-
-
-def recommend(
-    model: SASRec,
-    sequences: ItemSequences,
-    user_id: int | str,
-    *,
-    k: int = 10,
-    sae: TopKSAE | None = None,
-    layer: int | None = None,
-    steering: Steering | None = None,
-    device: torch.device = torch.device("cpu"),
-) -> pd.DataFrame:
-    """The ``k`` best unseen items for one user (raw id) after their whole history, optionally steered; one row per
-    item with its raw id, name and every attribute's values."""
-    position = np.searchsorted(sequences.user_ids, user_id)
-    if position >= sequences.n_users or sequences.user_ids[position] != user_id:
-        raise KeyError(f"user {user_id!r} has no sequence")
-    if steering is not None and (sae is None or layer is None):
-        raise ValueError("steering needs the SAE and the layer it reads")
-    edit = None if steering is None else steering_edit(sae, layer, steering)
-    items = recommend_top_k(sasrec_scorer(model, edit), sequences, np.array([position]), k, device)[0]
-    frame = pd.DataFrame(
-        {"rank": np.arange(1, k + 1), "item_id": sequences.item_ids[items - 1], "name": sequences.item_names[items]}
-    )
-    for name, attribute in sequences.attributes.items():
-        frame[name] = attribute.describe(items)
-    return frame
-
-
 def steering_report(
     model: SASRec,
     sae: TopKSAE,
@@ -98,49 +50,73 @@ def steering_report(
     annotations: pd.DataFrame,
     sequences: ItemSequences,
     *,
-    n_features: int = 5,
+    n_features: int | None = None,
     min_fires: int = MIN_FIRES,
-    strength_multiples: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0),
+    strength_grid: tuple[float, ...] = STRENGTH_GRID,
+    modes: tuple[Mode, ...] = ("add", "clamp"),
+    target_ratio: float = 2.0,
     users: np.ndarray | None = None,
     device: torch.device = torch.device("cpu"),
 ) -> pd.DataFrame:
-    """For the ``n_features`` most monosemantic reliable features with distinct labels, one row per strength (a
-    multiple of the feature's max activation): the mean share of top-10 recommendations carrying the label's value
-    before and after steering, and the leave-one-out NDCG@10 on ``sequences`` (target = each user's last item)
-    before and after.
+    """For the most monosemantic reliable feature of each label (at most ``n_features`` labels; None = all), in each
+    mode, the smallest multiple of ``strength_grid`` that lifts the label's share of the top-10 lists to
+    ``target_ratio`` x its share before (at least ``target_ratio`` / 10, at most 1: a label absent from every list must
+    reach two items in ten), or the largest multiple when none does. One row per feature and mode: share before and
+    after, NDCG@10 on ``sequences`` (target = each user's last item) before and after, and the relative NDCG cost.
 
     Top-10 lists come from the same histories as the NDCG, so share and cost describe the same recommendations.
     """
     users = np.arange(sequences.n_users) if users is None else users
-    histories = sequences.drop_last(1)
 
     def measure(edit: HiddenEdit | None) -> tuple[np.ndarray, float]:
-        scorer = sasrec_scorer(model, edit)
-        top = recommend_top_k(scorer, histories, users, 10, device)
-        return top, evaluate_full_ranking(scorer, sequences, device=device, users=users)["ndcg@10"]
+        metrics, top = evaluate_and_recommend(sasrec_scorer(model, edit), sequences, users, device)
+        return top, metrics["ndcg@10"]
 
     top_before, ndcg_before = measure(None)
     features = reliable_features(annotations, min_fires).drop_duplicates("label").head(n_features)
     rows = []
-    for feature in features.itertuples():
+    for feature, mode in itertools.product(features.itertuples(), modes):
         has_value = sequences.has_value(feature.label)
-        for multiple in strength_multiples:
-            steering = Steering(int(feature.feature), multiple * float(feature.max_activation))
+        share_before = has_value[top_before].mean()
+        target = min(target_ratio * max(share_before, 0.1), 1.0)  # 0.1: one item in ten
+        for multiple in sorted(strength_grid):
+            steering = Steering(int(feature.feature), multiple * float(feature.max_activation), mode)
             top, ndcg = measure(steering_edit(sae, layer, steering))
-            rows.append(
-                {
-                    "feature": steering.feature,
-                    "label": feature.label,
-                    "monosemanticity": feature.monosemanticity,
-                    "strength_multiple": multiple,
-                    "strength": steering.strength,
-                    "share_before": has_value[top_before].mean(),
-                    "share_after": has_value[top].mean(),
-                    "ndcg@10_before": ndcg_before,
-                    "ndcg@10_after": ndcg,
-                }
-            )
-    report = pd.DataFrame(rows)
-    report["share_ratio"] = report["share_after"] / report["share_before"]
+            share_after = has_value[top].mean()
+            if share_after >= target:
+                break
+        rows.append(
+            {
+                "feature": steering.feature,
+                "label": feature.label,
+                "monosemanticity": feature.monosemanticity,
+                "mode": mode,
+                "strength_multiple": multiple,
+                "strength": steering.strength,
+                "share_before": share_before,
+                "share_after": share_after,
+                "reached_target": share_after >= target,
+                "ndcg@10_before": ndcg_before,
+                "ndcg@10_after": ndcg,
+            }
+        )
+    report = pd.DataFrame(rows, columns=STEERING_COLUMNS[:-3])
+    report["share_ratio"] = report["share_after"] / report["share_before"].where(report["share_before"] > 0)
     report["ndcg_cost"] = report["ndcg@10_before"] - report["ndcg@10_after"]
+    report["relative_ndcg_cost"] = report["ndcg_cost"] / report["ndcg@10_before"].where(report["ndcg@10_before"] > 0)
     return report
+
+
+def steering_summary(report: pd.DataFrame, max_relative_cost: float = 0.1) -> dict[str, float]:
+    """Per mode: how many features were steered, the share of them that reached their target share at no more than
+    ``max_relative_cost`` relative NDCG loss, and the median relative cost (NaN figures when nothing was steered)."""
+    summary = {}
+    for mode, rows in report.groupby("mode"):
+        cheap = rows["reached_target"].astype(bool) & (rows["relative_ndcg_cost"] <= max_relative_cost)
+        summary |= {
+            f"{mode}_features": float(len(rows)),
+            f"{mode}_share_reaching_target_within_{max_relative_cost:.0%}_cost": float(cheap.mean()),
+            f"{mode}_median_share_ratio": float(rows["share_ratio"].median()),
+            f"{mode}_median_relative_ndcg_cost": float(rows["relative_ndcg_cost"].median()),
+        }
+    return summary

@@ -1,8 +1,9 @@
 """The recommender, its SAE dictionary, the annotations and the steering report on disk, each written atomically.
 
 A recommender checkpoint holds everything needed to use it without its training run: SASRec's weights and config,
-the item vocabulary (item index i = sku ``item_ids[i - 1]``), each item's name and attribute table, the sequence
-options and the training day. Any `user_sequences` partition can then be read over the same items.
+the baselines' statistics (popularity, item-to-item transitions) and which of the three to serve, the item
+vocabulary (item index i = sku ``item_ids[i - 1]``), each item's name and attribute table, the sequence options and
+the training day. Any `user_sequences` partition can then be read over the same items.
 """
 
 from __future__ import annotations
@@ -20,21 +21,54 @@ import torch
 from ubp_pipeline.core.common.atomic import atomic_dir, atomic_path
 from ubp_pipeline.core.common.checkpoint import load_checkpoint, save_checkpoint
 from ubp_pipeline.core.recommender.item_sequences import ItemAttribute, ItemSequences
+from ubp_pipeline.core.recommender.ranking import (
+    BLEND,
+    ITEM_TO_ITEM,
+    POPULARITY,
+    SASREC,
+    ItemToItem,
+    Scorer,
+    blended_scorer,
+    item_to_item_scorer,
+    same_for_everyone,
+    sasrec_scorer,
+)
 from ubp_pipeline.core.recommender.sku_sequences import SkuSequenceOptions, sku_sequences_over
 from ubp_pipeline.models.sae import SAEConfig, TopKSAE
 from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
 
 MODEL_PREFIX, ATTRIBUTE_PREFIX, ITEM_IDS = "sasrec.", "attribute.", "item_ids"
+TRANSITIONS_KEY, POPULARITY_KEY = "item_to_item.transitions", "item_to_item.popularity"
 SAE_FEATURES_FILE, HIDDEN_DIMENSIONS_FILE = "sae_features.parquet", "hidden_dimensions.parquet"
 COMPARISON_FILE, ANNOTATION_SETTINGS_FILE = "comparison.parquet", "annotation.json"
+COMPARISON_BY_SUBJECT_FILE = "comparison_by_subject.parquet"
 STEERING_FILE = "steering.parquet"
 
 
 @dataclass(frozen=True)
 class StoredRecommender:
     model: SASRec
+    baselines: ItemToItem
     vocabulary: ItemSequences  # no users: item ids, names and attributes only
     config: dict[str, Any]
+
+    @property
+    def served_model(self) -> str:
+        """``SASRec``, ``popularity``, ``item-to-item`` or their blend: whichever ranked validation users best."""
+        return self.config.get("served_model", SASREC)
+
+    def scorer(self, name: str | None = None) -> Scorer:
+        """The scorer of a model by name (default: the served one)."""
+        scorers = {
+            SASREC: lambda: sasrec_scorer(self.model),
+            POPULARITY: lambda: same_for_everyone(self.baselines.popularity),
+            ITEM_TO_ITEM: lambda: item_to_item_scorer(self.baselines),
+            BLEND: lambda: blended_scorer(self.model, self.baselines),
+        }
+        name = name or self.served_model
+        if name not in scorers:
+            raise KeyError(f"no model {name!r}; known: {sorted(scorers)}")
+        return scorers[name]()
 
     @property
     def training_day(self) -> str:
@@ -50,9 +84,15 @@ class StoredRecommender:
         return sku_sequences_over(folder, self.vocabulary, options)
 
 
-def save_recommender(directory: str | Path, model: SASRec, sequences: ItemSequences, config: dict[str, Any]) -> Path:
-    """``config`` must hold ``training_day`` and ``options`` (SkuSequenceOptions as a dict); metrics may ride along."""
+def save_recommender(
+    directory: str | Path, model: SASRec, baselines: ItemToItem, sequences: ItemSequences, config: dict[str, Any]
+) -> Path:
+    """``config`` must hold ``training_day``, ``options`` (SkuSequenceOptions as a dict) and ``served_model``;
+    metrics may ride along."""
     state = {MODEL_PREFIX + name: tensor for name, tensor in model.state_dict().items()}
+    state[TRANSITIONS_KEY + ".indices"] = baselines.transitions.indices()
+    state[TRANSITIONS_KEY + ".values"] = baselines.transitions.values()
+    state[POPULARITY_KEY] = baselines.popularity
     state[ITEM_IDS] = torch.as_tensor(sequences.item_ids.astype(np.int64))
     for name, attribute in sequences.attributes.items():
         state[ATTRIBUTE_PREFIX + name] = torch.as_tensor(attribute.table.astype(np.uint8))
@@ -75,6 +115,11 @@ def load_recommender(directory: str | Path, device: torch.device = torch.device(
         name: ItemAttribute(name, tuple(labels), checkpoint.state_dict[ATTRIBUTE_PREFIX + name].numpy().astype(bool))
         for name, labels in config["items"]["attributes"].items()
     }
+    tensors = checkpoint.state_dict
+    n = len(tensors[POPULARITY_KEY])
+    indices, values = tensors[TRANSITIONS_KEY + ".indices"], tensors[TRANSITIONS_KEY + ".values"]
+    transitions = torch.sparse_coo_tensor(indices, values, (n, n), check_invariants=True).coalesce()
+    baselines = ItemToItem(transitions=transitions, popularity=tensors[POPULARITY_KEY])
     vocabulary = ItemSequences(
         items=np.zeros(0, np.int64),
         offsets=np.zeros(1, np.int64),
@@ -83,7 +128,7 @@ def load_recommender(directory: str | Path, device: torch.device = torch.device(
         item_names=np.asarray(config["items"]["names"], dtype=object),
         attributes=attributes,
     )
-    return StoredRecommender(model=model, vocabulary=vocabulary, config=config)
+    return StoredRecommender(model=model, baselines=baselines, vocabulary=vocabulary, config=config)
 
 
 @dataclass(frozen=True)
@@ -113,7 +158,8 @@ class Annotations:
 
     sae_features: pd.DataFrame
     hidden_dimensions: pd.DataFrame
-    comparison: pd.DataFrame
+    comparison: pd.DataFrame  # one row per family (sae, hidden) for the labels' subject
+    comparison_by_subject: pd.DataFrame  # the same for the current and the next item (column ``subject``)
     settings: dict[str, Any]
 
     @property
@@ -126,6 +172,7 @@ def save_annotations(directory: str | Path, annotations: Annotations) -> Path:
         annotations.sae_features.to_parquet(tmp / SAE_FEATURES_FILE, index=False)
         annotations.hidden_dimensions.to_parquet(tmp / HIDDEN_DIMENSIONS_FILE, index=False)
         annotations.comparison.to_parquet(tmp / COMPARISON_FILE)
+        annotations.comparison_by_subject.to_parquet(tmp / COMPARISON_BY_SUBJECT_FILE)
         (tmp / ANNOTATION_SETTINGS_FILE).write_text(json.dumps(annotations.settings, indent=2))
     return Path(directory)
 
@@ -136,6 +183,7 @@ def load_annotations(directory: str | Path) -> Annotations:
         sae_features=pd.read_parquet(directory / SAE_FEATURES_FILE),
         hidden_dimensions=pd.read_parquet(directory / HIDDEN_DIMENSIONS_FILE),
         comparison=pd.read_parquet(directory / COMPARISON_FILE),
+        comparison_by_subject=pd.read_parquet(directory / COMPARISON_BY_SUBJECT_FILE),
         settings=json.loads((directory / ANNOTATION_SETTINGS_FILE).read_text()),
     )
 

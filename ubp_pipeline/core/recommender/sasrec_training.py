@@ -1,0 +1,124 @@
+"""Train SASRec with full-softmax cross-entropy, keeping the epoch that ranks validation users best.
+
+Small data sets (MovieLens-100k: 943 users) over-fit within a few epochs; two regularisers help there: weight decay
+and *item dropout*, which hides a random share of the input items in every batch (they become padding, so no other
+position attends to them) while every real position still predicts its next item. The number of epochs is chosen
+by validation NDCG@10 (early stopping with the best weights kept).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ubp_pipeline.core.common.device import TorchRuntime
+from ubp_pipeline.core.common.progress import EpochCallback, TrainingHistory, progress_bar
+from ubp_pipeline.core.recommender.item_sequences import PADDING, LeaveOneOutSplit
+from ubp_pipeline.core.recommender.ranking import evaluate_full_ranking, sasrec_scorer
+from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
+
+
+@dataclass
+class SASRecTrainingConfig:
+    """Defaults: the recipe measured on MovieLens-100k (bench/bench_recommender.py): small batches and a high
+    learning rate reach the best validation NDCG@10 in 10-20 epochs of one pass over every training transition."""
+
+    epochs: int = 40
+    batch_size: int = 64  # windows per step
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    item_dropout: float = 0.0  # share of input items hidden from attention in each training batch
+    patience: int = 5  # epochs without a better validation NDCG@10 before stopping
+    valid_users: int | None = 10_000
+
+
+@dataclass(frozen=True)
+class TrainedSASRec:
+    """The best epoch's model (eval mode), its history, and wall time of all epochs including validation."""
+
+    model: SASRec
+    history: TrainingHistory
+    best_epoch: int
+    seconds: float
+    tokens_per_second: float
+
+
+def train_sasrec(
+    split: LeaveOneOutSplit,
+    model_config: SASRecConfig,
+    config: SASRecTrainingConfig,
+    runtime: TorchRuntime,
+    callback: EpochCallback | None = None,
+) -> TrainedSASRec:
+    """Next-item cross-entropy over all items at every position of every training window; keeps the weights of the
+    epoch with the best validation NDCG@10 and stops after ``patience`` epochs without improvement.
+
+    Validation ranks a fixed random sample of ``valid_users`` users (all when None) so an epoch's check stays cheap.
+    """
+    device = runtime.device
+    model = SASRec(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    windows = torch.as_tensor(split.train.windows(model_config.max_len + 1))
+    n_tokens = int((windows[:, :-1] != 0).sum())
+    rng = np.random.default_rng(runtime.seed)
+    valid_users = np.arange(split.valid.n_users)
+    if config.valid_users is not None and config.valid_users < len(valid_users):
+        valid_users = np.sort(rng.choice(valid_users, config.valid_users, replace=False))
+
+    history = TrainingHistory()
+    best_ndcg, best_epoch, best_state = -1.0, 0, None
+    train_seconds = 0.0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        started, total_loss = time.perf_counter(), 0.0
+        order = torch.as_tensor(rng.permutation(len(windows)))
+        batches = order.split(config.batch_size)
+        for batch in progress_bar(batches, f"sasrec epoch {epoch}", total=len(batches)):
+            window = windows[batch].to(device)
+            inputs, targets = window[:, :-1], window[:, 1:]
+            real = inputs != PADDING
+            with runtime.autocast():
+                logits = model.item_scores(model(_hide_items(inputs, config.item_dropout))[real])
+            loss = F.cross_entropy(logits.float(), targets[real])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(batch)
+        train_seconds += time.perf_counter() - started
+
+        model.eval()
+        valid = evaluate_full_ranking(sasrec_scorer(model), split.valid, device=device, users=valid_users)
+        metrics = {
+            "train_loss": total_loss / len(windows),
+            "valid_hr@10": valid["hr@10"],
+            "valid_ndcg@10": valid["ndcg@10"],
+            "epoch_seconds": time.perf_counter() - started,
+        }
+        history.record(epoch, metrics, callback)
+        if valid["ndcg@10"] > best_ndcg:
+            best_ndcg, best_epoch, best_state = valid["ndcg@10"], epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+
+    model.load_state_dict(best_state)
+    model.eval()
+    epochs_run = len(history.epochs)
+    return TrainedSASRec(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        seconds=sum(history.series("epoch_seconds")),
+        tokens_per_second=n_tokens * epochs_run / train_seconds,
+    )
+
+
+def _hide_items(inputs: torch.Tensor, share: float) -> torch.Tensor:
+    """``inputs`` with a random ``share`` of the items replaced by padding (their positions still predict)."""
+    if not share:
+        return inputs
+    return inputs.masked_fill(torch.rand(inputs.shape, device=inputs.device) < share, PADDING)
