@@ -73,7 +73,8 @@ def _print_evaluation(settings: Settings) -> None:
 
 
 def _print_recommender(settings: Settings) -> None:
-    """Test quality next to popularity, the SAE's fidelity, SAE features vs hidden dimensions, one steering example."""
+    """Test quality next to the baselines and which model is served, the SAE's fidelity, SAE features vs hidden
+    dimensions, one steering example."""
     artifacts = settings.artifact_dir
     if not (artifacts / SASREC_MODEL / CONFIG_FILE).exists():
         print("sasrec_model: not trained (too little product data on the training day; see the run's log)")
@@ -85,16 +86,19 @@ def _print_recommender(settings: Settings) -> None:
         f"{m['training_seconds']:.0f} s on {model['device']})  {_relative(artifacts / SASREC_MODEL)}"
     )
     print(
-        f"  leave-one-out test  HR@10 {m['test_hr@10']:.4f}  NDCG@10 {m['test_ndcg@10']:.4f}   "
-        f"popularity  HR@10 {m['popularity_hr@10']:.4f}  NDCG@10 {m['popularity_ndcg@10']:.4f}"
+        f"  leave-one-out test NDCG@10: SASRec {m['test_ndcg@10']:.4f}, popularity {m['popularity_ndcg@10']:.4f}, "
+        f"item-to-item {m['item_to_item_ndcg@10']:.4f}, blend {m['blend_ndcg@10']:.4f}; "
+        f"`ubp recommend` serves {model.get('served_model', 'SASRec')} (best on validation)"
     )
     fit = json.loads((artifacts / SAE_DICTIONARY / CONFIG_FILE).read_text())["fit"]
     holdout, fidelity = fit["holdout"], fit["fidelity"]
+    recovered = fidelity["ndcg_recovered"]
+    recovered = "undefined: mean-ablating the layer costs almost nothing" if recovered != recovered else f"{recovered:.0%}"
     print(
         f"  sae_dictionary (layer {fit['layer']}, {fit['n_latents']} latents, k {fit['k']}): explained variance "
         f"{holdout['explained_variance']:.3f}, L0 {holdout['l0']:.1f}, dead {holdout['dead_fraction']:.1%} of latents "
         f"on {holdout['tokens']:,.0f} held-out tokens; NDCG@10 spliced {fidelity['ndcg@10_sae']:.4f} "
-        f"({fidelity['ndcg_recovered']:.0%} recovered vs mean ablation)"
+        f"(recovered vs mean ablation: {recovered})"
     )
     comparison = pd.read_parquet(artifacts / SAE_FEATURE_ANNOTATIONS / COMPARISON_FILE)
     sae, hidden = comparison.loc["sae"], comparison.loc["hidden"]
