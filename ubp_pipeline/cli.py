@@ -3,9 +3,10 @@
 import argparse
 import fcntl
 import os
+import socket
 import sys
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from ubp_pipeline.settings import DEMO_DAYS, DEMO_FIRST_DAY, Settings
@@ -56,14 +57,53 @@ def _use_source(source: Path) -> None:
 
 def _ensure_dagster_home() -> None:
     """Create the Dagster home and its instance storage once, under a lock: `ubp` commands started together on a
-    fresh home would otherwise race to create the same SQLite tables."""
+    fresh home would otherwise race to create the same SQLite tables. Runs that a killed `ubp` left behind are
+    failed here, before anything new starts."""
     import dagster as dg
 
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path("dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)
     with open(home / INIT_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        dg.DagsterInstance.get().dispose()
+        with dg.DagsterInstance.get() as instance:
+            _fail_orphaned_runs(instance)
+
+
+def _fail_orphaned_runs(instance) -> None:
+    """A `ubp` process killed mid-run (SIGKILL, out of memory) cannot record its run's end, which would then show as
+    STARTED forever: fail the unfinished runs whose recorded process on this host no longer runs, saying why."""
+    import dagster as dg
+
+    from ubp_pipeline.runner import HOST_TAG, PID_TAG
+
+    host = socket.gethostname()
+    unfinished = dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED], tags={HOST_TAG: host}
+    )
+    for record in instance.get_run_records(unfinished):
+        run = record.dagster_run
+        pid = int(run.tags[PID_TAG])
+        if _still_running(pid, since=record.create_timestamp):
+            continue
+        message = (
+            f"run {run.run_id} was left {run.status.value} by process {pid} on {host}, which no longer runs "
+            "(killed?): marked as failed"
+        )
+        instance.report_run_failed(run, message)
+        print(f"ubp: {message}", flush=True)
+
+
+def _still_running(pid: int, since: datetime) -> bool:
+    """Whether process ``pid`` is alive and was already running at ``since`` (a newer process may reuse the number)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and process.create_time() <= since.timestamp() + 1
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's process: alive, and not ours to judge
+        return True
 
 
 def _run_main_job() -> None:
@@ -140,8 +180,8 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _recommend(args: argparse.Namespace) -> None:
-    """Top-k skus for one client from the served model (SASRec or the baseline that beat it), before and after
-    steering through SAE features, optionally with the features behind each recommendation."""
+    """Top-k skus for one client from the served model (SASRec, a baseline that beat it, or their blend), before and
+    after steering through SAE features, optionally with the features behind each recommendation."""
     from ubp_pipeline.assets.interpretability import SAE_DICTIONARY, SAE_FEATURE_ANNOTATIONS
     from ubp_pipeline.assets.recommender import SASREC_MODEL
     from ubp_pipeline.assets.sequences import USER_SEQUENCES

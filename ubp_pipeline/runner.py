@@ -8,6 +8,8 @@ other executor (``UBP_EXECUTOR=multiprocess``, ``k8s``, ``celery``) the run goes
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import date
 
 import dagster as dg
@@ -15,6 +17,9 @@ import dagster as dg
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 PARTITION_TAG = "dagster/partition"
+# The process that runs a run: should it be killed, the next `ubp` start on this host marks the run failed.
+HOST_TAG = "ubp/host"
+PID_TAG = "ubp/pid"
 
 RunResult = dg.ExecuteInProcessResult | dg.JobExecutionResult
 
@@ -39,9 +44,9 @@ def materialize(
 ) -> RunResult:
     """Run the selected assets with the definitions' resources; a range becomes one run (single-run backfill)."""
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})}
-    tags = {}
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     if partition_range is not None:
-        tags = {RANGE_START_TAG: partition_range[0].isoformat(), RANGE_END_TAG: partition_range[1].isoformat()}
+        tags |= {RANGE_START_TAG: partition_range[0].isoformat(), RANGE_END_TAG: partition_range[1].isoformat()}
     if defs.executor is None or defs.executor.name == dg.in_process_executor.name:
         return dg.materialize(
             assets=list(defs.assets or []),

@@ -1,6 +1,7 @@
--- Independent recount after a write, over every row of the source files: rows read, rows now stored for the window's
--- days, rows now quarantined by this run (its days, and the unplaced rows of the files it owns), and rows that other
--- runs account for (other configured days, unplaced rows of files other runs own).
+-- Recount over every row of the source files (placed by place_source_rows.sql): rows read, rows now stored for the
+-- window's days, rows now quarantined by this run (its days, and the unplaced rows of the files it owns), and rows
+-- that other runs account for (other configured days, unplaced rows of files other runs own). Run inside the write's
+-- transaction (a mismatch rolls it back) and again after the commit, for the blocking check `rows_reconcile`.
 SELECT
     (SELECT count(*) FROM source_rows) AS read_rows,
     (SELECT count(*) FROM events

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,41 +35,58 @@ def _environment_restored():
     os.environ.update(saved)
 
 
-def _without_venv(root: Path, **extra: str) -> dict[str, str]:
-    """A user's shell where the venv was never activated: no VIRTUAL_ENV, its bin folder not on PATH."""
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("UBP_")}
+def plain_shell() -> dict[str, str]:
+    """A new terminal where the venv was never activated: no VIRTUAL_ENV, its bin folder not on PATH, no project
+    variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "DAGSTER_HOME") and not k.startswith("UBP_")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != BIN) or "/usr/bin:/bin"
-    return {**env, "DAGSTER_HOME": str(root / "dagster_home"), "UBP_HOME": str(root / "home"), **extra}
+    return env
+
+
+def _without_venv(root: Path, **extra: str) -> dict[str, str]:
+    """``plain_shell`` with the Dagster home and the data under ``root``."""
+    return {**plain_shell(), "DAGSTER_HOME": str(root / "dagster_home"), "UBP_HOME": str(root / "home"), **extra}
 
 
 def _ubp(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "ubp"), *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1_200)  # the whole main job on 2,000 users: minutes on two busy cores
 def test_generate_then_run_the_main_job_on_a_source_directory(tmp_path, monkeypatch, capsys):
+    """Enough users for every stage, the recommender and its summary included: 2,000 generated users over 75 days
+    give about 520 users with 3+ product events on the training day (the recommender needs 200) and enough held-out
+    tokens to annotate the SAE's features; the quick probe keeps the backtest short."""
     for name in ("UBP_SOURCE_DIR", "UBP_FIRST_DAY", "UBP_LAST_DAY", "UBP_LOOKBACK_DAYS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("UBP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("UBP_TORCH_THREADS", "1")
+    monkeypatch.setenv("UBP_PROBE", "quick")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     source = tmp_path / "ubc_data"
 
-    main(["generate", "--users", "150", "--days", "35", "--seed", "5", "--start", "2022-08-01", "--out", str(source)])
+    main(["generate", "--users", "2000", "--days", "75", "--seed", "5", "--start", "2022-08-01", "--out", str(source)])
     main(["run", "--source", str(source)])
-    main(["export", "--source", str(source), "--day", "2022-08-07", "--out", str(tmp_path / "submission")])
+    main(["export", "--source", str(source), "--day", "2022-09-16", "--out", str(tmp_path / "submission")])
 
     printed = capsys.readouterr().out
-    assert "events from 2022-08-01 to 2022-09-04" in printed
+    assert "events from 2022-08-01 to 2022-10-14" in printed
     assert "user_sequences (as of the end of the day)" in printed
-    for day in ("2022-08-07", "2022-09-04"):  # the backtest day (28 days before the end) and the newest day
+    for day in ("2022-09-16", "2022-10-14"):  # the backtest day (28 days before the end) and the newest day
         assert (tmp_path / "home" / "artifacts" / "user_sequences" / day / "sequences.parquet").exists()
         assert day in printed
     with connect_warehouse(tmp_path / "home" / "warehouse.duckdb", read_only=True) as con:
         first, last, n = con.execute("SELECT min(event_date), max(event_date), count(*) FROM events").fetchone()
-    assert (str(first), str(last)) == ("2022-08-01", "2022-09-04") and n > 1_000
+    assert (str(first), str(last)) == ("2022-08-01", "2022-10-14") and n > 10_000
     assert (tmp_path / "dagster_home" / "storage").is_dir()  # runs were recorded in the user's Dagster instance
     home = tmp_path / "home" / "artifacts"
-    assert (home / "profile_evaluation" / "2022-08-07" / "scores.md").read_text().startswith("row | churn")
+    assert (home / "profile_evaluation" / "2022-09-16" / "scores.md").read_text().startswith("row | churn")
+    recommender = printed[printed.index("sasrec_model (trained on 2022-09-16: "):].splitlines()
+    assert re.fullmatch(r"  leave-one-out test  HR@10 0\.\d{4}  NDCG@10 0\.\d{4}   popularity  HR@10 .*", recommender[1])
+    assert recommender[2].startswith("  sae_dictionary (layer ") and "explained variance" in recommender[2]
+    assert recommender[3].startswith("  monosemanticity, median over reliable features: SAE ")
+    assert recommender[4].startswith(("  steering by feature ", "  steering: no feature fired often enough"))
     assert "valid: int64 ids, float16 embeddings" in printed
     relevant = np.load(source / "input" / "relevant_clients.npy")
     assert np.array_equal(np.sort(np.load(tmp_path / "submission" / "client_ids.npy")), np.sort(relevant))

@@ -139,6 +139,54 @@ def test_a_corrupt_file_fails_at_once_naming_the_file_and_row_group(tmp_path):
     assert f"page_visit: file {path} is corrupt in row group 1 (of 3), column 'client_id'" in message
 
 
+def _deliveries(clients_per_day: int) -> dict[str, list[tuple]]:
+    payloads = {"page_visit": 5, "search_query": codes(1)}
+    return {
+        event_type: [(client, f"{day} 10:00:00", payloads.get(event_type, 10)) for day in DAYS for client in range(clients_per_day)]
+        for event_type in ("add_to_cart", "product_buy", "page_visit", "search_query")
+    }
+
+
+def _missing_column(path) -> None:
+    write_table(path.parent, "page_visit", pd.DataFrame({"client_id": [1], "timestamp": [f"{DAYS[0]} 10:00:00"]}))
+
+
+def _corrupt_bytes(path) -> None:
+    n = 60_000
+    visits = event_frame("page_visit", [(i, f"{DAYS[0]} 10:00:00", i) for i in range(n)])
+    pq.write_table(pa.Table.from_pandas(visits, preserve_index=False), path, row_group_size=n // 3, compression="snappy")
+    _corrupt_row_group(path, 1)
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [(_missing_column, "has no column 'url'"), (_corrupt_bytes, "is corrupt in row group 1 (of 3)")],
+    ids=["schema checked before any table is read", "bytes found bad after earlier tables were written"],
+)
+def test_a_bad_table_partway_through_a_load_leaves_every_table_as_it_was(tmp_path, damage, named):
+    source = write_source(tmp_path / "src", _deliveries(clients_per_day=2))
+    settings = settings_for(source, tmp_path / "home", DAYS[0], DAYS[-1])
+    defs = build_definitions(settings)
+    stored = "SELECT event_type, count(*) FROM events GROUP BY ALL ORDER BY ALL"
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert materialize(defs, "group:ingest", instance, partition_range=(DAYS[0], DAYS[-1])).success
+        before = _rows(settings, stored)
+        for event_type, rows in _deliveries(clients_per_day=3).items():  # page_visit, fourth of five, arrives broken
+            write_table(source, event_type, event_frame(event_type, rows))
+        damage(source / "page_visit.parquet")
+        result = materialize(defs, "group:ingest", instance, partition_range=(DAYS[0], DAYS[-1]), raise_on_error=False)
+    assert not result.success
+    assert dict(_rows(settings, stored)) == dict(before) == dict.fromkeys(_deliveries(clients_per_day=2), 6)
+    assert result.asset_materializations_for_node("raw_events") == []
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith(f"page_visit: file {source / 'page_visit.parquet'} {named}")
+    assert message.endswith(
+        "Nothing was written to add_to_cart, remove_from_cart, product_buy, page_visit, search_query: the selected "
+        "event tables commit together, so each keeps the days it had"
+    )
+
+
 def test_a_negative_sku_is_quarantined_from_the_catalogue(tmp_path):
     catalogue = pd.concat([CATALOGUE, pd.DataFrame({"sku": [-5], "category": [1], "price": [5], "name": [codes(9)]})])
     source = write_source(tmp_path / "src", catalogue=catalogue)

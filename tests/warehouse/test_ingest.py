@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from contextlib import contextmanager
 from datetime import date
 
 import dagster as dg
@@ -213,14 +215,39 @@ def test_failed_reconciliation_fails_the_blocking_check_and_stops_downstream(tmp
 
     real_require = ingest_module._require_reconciled
 
-    def cart_rows_go_missing(table, read, accepted, *refused_and_other_runs):
+    def cart_rows_go_missing(table, counts):
         if table == "add_to_cart":
-            accepted -= 1
-        real_require(table, read, accepted, *refused_and_other_runs)
+            counts = dataclasses.replace(counts, accepted_rows=counts.accepted_rows - 1)
+        real_require(table, counts)
 
     monkeypatch.setattr(ingest_module, "_require_reconciled", cart_rows_go_missing)
     with dg.DagsterInstance.ephemeral() as instance:
         result = materialize(build_definitions(settings), "*user_sequences", instance, partition=DAY1, raise_on_error=False)
+    assert not result.success
+    failed = [e for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile" and not e.passed]
+    assert [e.asset_key.to_user_string() for e in failed] == ["raw_add_to_cart"]
+    assert (failed[0].metadata["read_rows"].value, failed[0].metadata["accepted_rows"].value) == (1, 0)
+    assert not (settings.artifact_dir / "user_sequences").exists()
+
+
+def test_the_reconcile_check_recounts_the_committed_warehouse(tmp_path, monkeypatch):
+    """The blocking check judges the tables as committed, not the counts the write verified: rows lost after the
+    write's own verification fail it, and nothing downstream is built on them."""
+    source = write_source(tmp_path / "src", {"add_to_cart": [(1, "2022-07-01 10:00:00", 10)]})
+    settings = settings_for(source, tmp_path / "home", DAY1, DAY1)
+    real_transaction = ingest_module.transaction
+
+    @contextmanager
+    def cart_rows_lost_after_commit(con):
+        with real_transaction(con):
+            yield con
+        con.execute("DELETE FROM events WHERE event_type = 'add_to_cart'")
+
+    monkeypatch.setattr(ingest_module, "transaction", cart_rows_lost_after_commit)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(build_definitions(settings), "*user_sequences", instance, partition=DAY1, raise_on_error=False)
+        assert instance.get_materialized_partitions(dg.AssetKey("raw_add_to_cart")) == {str(DAY1)}  # it did commit
+        assert not instance.get_materialized_partitions(dg.AssetKey("user_sequences"))
     assert not result.success
     failed = [e for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile" and not e.passed]
     assert [e.asset_key.to_user_string() for e in failed] == ["raw_add_to_cart"]

@@ -1,9 +1,10 @@
 """Load source files into the warehouse: refused rows go to quarantine with a reason, and the counts must reconcile
-over every row of the files read."""
+over every row of the files read, both inside the write and again from the committed tables."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -19,20 +20,33 @@ from ubp_pipeline.core.warehouse.source_layout import PRODUCT_PROPERTIES, Source
 SOURCE_VIEW = "source_rows"
 
 
+@dataclass(frozen=True)
+class RowCounts:
+    """Where the rows of a table's source files went: accepted, quarantined, or left to other days' runs."""
+
+    read_rows: int
+    accepted_rows: int
+    quarantined_rows: int
+    other_runs_rows: int = 0  # rows of the same files that belong to other days (or files) and so to other runs
+
+    @property
+    def reconciles(self) -> bool:
+        return self.read_rows == self.accepted_rows + self.quarantined_rows + self.other_runs_rows
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
 class ReconciliationError(RuntimeError):
     """Rows read from the source do not equal rows accepted plus rows quarantined (plus rows other runs account for);
     nothing was written."""
 
-    def __init__(self, table: str, read_rows: int, accepted_rows: int, quarantined_rows: int, other_runs_rows: int = 0):
-        self.counts = {
-            "read_rows": read_rows,
-            "accepted_rows": accepted_rows,
-            "quarantined_rows": quarantined_rows,
-            "other_runs_rows": other_runs_rows,
-        }
+    def __init__(self, table: str, counts: RowCounts):
+        self.table = table
+        self.counts = counts.as_dict()
         super().__init__(
-            f"{table}: read {read_rows} rows but stored {accepted_rows} accepted + {quarantined_rows} quarantined "
-            f"(+ {other_runs_rows} for other days); the write was rolled back"
+            f"{table}: read {counts.read_rows} rows but stored {counts.accepted_rows} accepted + "
+            f"{counts.quarantined_rows} quarantined (+ {counts.other_runs_rows} for other days); the write was rolled back"
         )
 
 
@@ -46,7 +60,7 @@ class ShrinkingDeliveryError(ValueError):
 
 @dataclass
 class IngestReport:
-    """What one ingest read, kept and refused; ``read_rows == accepted_rows + quarantined_rows`` always holds."""
+    """What one ingest read, kept and refused, as counted inside its write (which only commits when they reconcile)."""
 
     table: str
     files: list[str]
@@ -56,10 +70,6 @@ class IngestReport:
     other_runs_rows: int = 0  # rows of the same files that belong to other days (or files) and so to other runs
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     accepted_by_day: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def reconciles(self) -> bool:
-        return self.read_rows == self.accepted_rows + self.quarantined_rows + self.other_runs_rows
 
     @property
     def quarantine_share(self) -> float:
@@ -101,6 +111,41 @@ def _event_columns(event_type: str) -> list:
 KEEP_SHARE = 0.5  # a re-delivery that keeps less than half of a stored day's rows is refused unless asked for
 
 
+def _day_parameters(first_day: date, last_day: date, configured_days: tuple[date, date] | None) -> dict[str, date]:
+    range_first_day, range_last_day = configured_days or (first_day, last_day)
+    return {"first_day": first_day, "last_day": last_day, "range_first_day": range_first_day, "range_last_day": range_last_day}
+
+
+def ingest_event_tables(
+    con: duckdb.DuckDBPyConnection,
+    source: SourceLayout,
+    event_types: Sequence[str],
+    first_day: date,
+    last_day: date,
+    *,
+    configured_days: tuple[date, date] | None = None,
+    allow_shrink: bool = False,
+) -> dict[str, IngestReport]:
+    """Replace the days [first_day, last_day] of each event type with what the source holds for them, all in one
+    transaction, so a multi-table load never leaves the warehouse half-loaded: every file's schema is checked before
+    any row is read, and a table that cannot be loaded (unreadable bytes, a shrinking delivery, counts that do not
+    reconcile) leaves every table as it was.
+
+    Every row of the files is accounted for: rows of the window are accepted or quarantined, rows that belong to no
+    configured day (``configured_days``, default the window) are quarantined as ``outside_day_range`` or
+    ``unparseable_timestamp`` by the one run that owns their file, and the rest belong to other days' runs.
+    A delivery that would shrink a stored day is refused unless ``allow_shrink``.
+    """
+    files = {event_type: source.checked_files(event_type) for event_type in event_types}
+    _require_catalogue(con, event_types)
+    days = _day_parameters(first_day, last_day, configured_days)
+    with transaction(con):
+        return {
+            event_type: _replace_event_days(con, event_type, files[event_type], days, allow_shrink)
+            for event_type in event_types
+        }
+
+
 def ingest_events(
     con: duckdb.DuckDBPyConnection,
     source: SourceLayout,
@@ -111,37 +156,59 @@ def ingest_events(
     configured_days: tuple[date, date] | None = None,
     allow_shrink: bool = False,
 ) -> IngestReport:
-    """Replace the days [first_day, last_day] of one event type with what the source holds for them, in one transaction.
+    """One event type on its own (see ``ingest_event_tables``)."""
+    reports = ingest_event_tables(
+        con, source, [event_type], first_day, last_day, configured_days=configured_days, allow_shrink=allow_shrink
+    )
+    return reports[event_type]
 
-    Every row of the files is accounted for: rows of the window are accepted or quarantined, rows that belong to no
-    configured day (``configured_days``, default the window) are quarantined as ``outside_day_range`` or
-    ``unparseable_timestamp`` by the one run that owns their file, and the rest belong to other days' runs.
-    A delivery that would shrink a stored day is refused unless ``allow_shrink``.
-    """
-    files = source.checked_files(event_type)
-    _require_catalogue(con, event_type)
-    _register_source(con, files, _event_columns(event_type))
-    range_first_day, range_last_day = configured_days or (first_day, last_day)
-    days = {"first_day": first_day, "last_day": last_day, "range_first_day": range_first_day, "range_last_day": range_last_day}
+
+def recount_event_days(
+    con: duckdb.DuckDBPyConnection,
+    source: SourceLayout,
+    event_type: str,
+    first_day: date,
+    last_day: date,
+    *,
+    configured_days: tuple[date, date] | None = None,
+) -> RowCounts:
+    """Where every row of the event type's source files went, counted again from the committed tables: what the check
+    `rows_reconcile` judges, rather than the counts the write verified before it committed."""
+    files = source.files(event_type)
+    days = _day_parameters(first_day, last_day, configured_days)
     with reading_source(event_type, files):
-        run_sql(con, "warehouse/stage_events", payload=PAYLOAD_COLUMN[event_type], **days)
+        _place_source_rows(con, event_type, files, days)
+        return _counted(con, "warehouse/reconcile_event_days", event_type=event_type, **days)
+
+
+def _place_source_rows(con: duckdb.DuckDBPyConnection, event_type: str, files: list[Path], days: dict) -> None:
+    _register_source(con, files, _event_columns(event_type))
+    run_sql(con, "warehouse/place_source_rows", **days)
+
+
+def _replace_event_days(
+    con: duckdb.DuckDBPyConnection, event_type: str, files: list[Path], days: dict, allow_shrink: bool
+) -> IngestReport:
+    """Stage, check and replace one event type's days inside the caller's transaction."""
+    with reading_source(event_type, files):
+        _place_source_rows(con, event_type, files, days)
+        run_sql(con, "warehouse/stage_events", payload=PAYLOAD_COLUMN[event_type])
         if not allow_shrink:
-            _refuse_shrinking_days(con, event_type, files, first_day, last_day)
-        with transaction(con):
-            run_sql(con, "warehouse/replace_event_days", event_type=event_type, **days)
-            (counts,) = run_sql(con, "warehouse/reconcile_event_days", event_type=event_type, **days).fetchall()
-            _require_reconciled(event_type, *counts)
-    report = _report(con, event_type, files, "warehouse/staged_event_counts", *counts)
+            _refuse_shrinking_days(con, event_type, files, days["first_day"], days["last_day"])
+        run_sql(con, "warehouse/replace_event_days", event_type=event_type, **days)
+        counts = _counted(con, "warehouse/reconcile_event_days", event_type=event_type, **days)
+    _require_reconciled(event_type, counts)
+    report = _report(con, event_type, files, "warehouse/staged_event_counts", counts)
     con.execute("DROP TABLE staged_events")
     return report
 
 
-def _require_catalogue(con: duckdb.DuckDBPyConnection, event_type: str) -> None:
+def _require_catalogue(con: duckdb.DuckDBPyConnection, event_types: Sequence[str]) -> None:
     """Raw events depend on the catalogue (as their assets do): without it every sku would be refused as unknown."""
     ((skus,),) = con.execute("SELECT count(*) FROM product_properties").fetchall()
     if not skus:
         raise MissingCatalogueError(
-            f"{event_type}: the warehouse has no product catalogue yet (every sku would be quarantined as "
+            f"{', '.join(event_types)}: the warehouse has no product catalogue yet (every sku would be quarantined as "
             "unknown_sku); materialize `product_properties` first"
         )
 
@@ -160,36 +227,48 @@ def _refuse_shrinking_days(con, event_type: str, files: list[Path], first_day: d
         )
 
 
+_PRODUCT_COLUMNS = [
+    _column("sku", "sku", types.BIGINT),
+    _column("category", "category", types.BIGINT),
+    _column("price", "price", types.BIGINT),
+    _column("name", "name_text", types.VARCHAR),
+]
+
+
 def ingest_product_properties(con: duckdb.DuckDBPyConnection, source: SourceLayout) -> IngestReport:
     """Replace the catalogue with the source's product_properties, refusing bad rows into quarantine."""
     files = source.checked_files(PRODUCT_PROPERTIES)
-    _register_source(
-        con,
-        files,
-        [
-            _column("sku", "sku", types.BIGINT),
-            _column("category", "category", types.BIGINT),
-            _column("price", "price", types.BIGINT),
-            _column("name", "name_text", types.VARCHAR),
-        ],
-    )
+    _register_source(con, files, _PRODUCT_COLUMNS)
     with reading_source(PRODUCT_PROPERTIES, files):
         run_sql(con, "warehouse/stage_product_properties")
         with transaction(con):
             run_sql(con, "warehouse/replace_product_properties")
-            (counts,) = run_sql(con, "warehouse/reconcile_product_properties").fetchall()
-            _require_reconciled(PRODUCT_PROPERTIES, *counts)
-    report = _report(con, PRODUCT_PROPERTIES, files, "warehouse/staged_product_counts", *counts)
+            counts = _counted(con, "warehouse/reconcile_product_properties")
+            _require_reconciled(PRODUCT_PROPERTIES, counts)
+    report = _report(con, PRODUCT_PROPERTIES, files, "warehouse/staged_product_counts", counts)
     con.execute("DROP TABLE staged_products")
     return report
 
 
-def _require_reconciled(table: str, read: int, accepted: int, quarantined: int, other_runs: int = 0) -> None:
-    if read != accepted + quarantined + other_runs:
-        raise ReconciliationError(table, read, accepted, quarantined, other_runs)
+def recount_product_properties(con: duckdb.DuckDBPyConnection, source: SourceLayout) -> RowCounts:
+    """Where every catalogue row went, counted again from the committed tables (see ``recount_event_days``)."""
+    files = source.files(PRODUCT_PROPERTIES)
+    _register_source(con, files, _PRODUCT_COLUMNS)
+    with reading_source(PRODUCT_PROPERTIES, files):
+        return _counted(con, "warehouse/reconcile_product_properties")
 
 
-def _report(con, table, files, counts_sql, read, accepted, quarantined, other_runs=0) -> IngestReport:
+def _counted(con: duckdb.DuckDBPyConnection, reconcile_sql: str, **params) -> RowCounts:
+    (counts,) = run_sql(con, reconcile_sql, **params).fetchall()
+    return RowCounts(*counts)
+
+
+def _require_reconciled(table: str, counts: RowCounts) -> None:
+    if not counts.reconciles:
+        raise ReconciliationError(table, counts)
+
+
+def _report(con, table: str, files: list[Path], counts_sql: str, counts: RowCounts) -> IngestReport:
     by_reason: dict[str, int] = {}
     by_day: dict[str, int] = {}
     for day, outcome, n in run_sql(con, counts_sql).fetchall():
@@ -200,11 +279,7 @@ def _report(con, table, files, counts_sql, read, accepted, quarantined, other_ru
     return IngestReport(
         table=table,
         files=[str(f) for f in files],
-        read_rows=read,
-        accepted_rows=accepted,
-        quarantined_rows=quarantined,
-        other_runs_rows=other_runs,
+        **counts.as_dict(),
         quarantined_by_reason=by_reason,
         accepted_by_day=by_day,
     )
-
