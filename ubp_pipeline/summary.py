@@ -12,7 +12,7 @@ from ubp_pipeline.assets.sequences import USER_SEQUENCES
 from ubp_pipeline.core.common.checkpoint import CONFIG_FILE
 from ubp_pipeline.core.common.sql import run_sql
 from ubp_pipeline.core.profiles.assembly import MANIFEST_FILE
-from ubp_pipeline.core.recommender.store import COMPARISON_FILE, load_steering_report
+from ubp_pipeline.core.recommender.store import COMPARISON_FILE, STEERING_FILE, load_steering_report
 from ubp_pipeline.core.sequences.user_sequences import read_manifest
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.pipeline import BACKTEST_HORIZON_DAYS, PipelineRuns, as_of_days, backtest_day
@@ -90,6 +90,14 @@ def _print_recommender(settings: Settings) -> None:
         f"item-to-item {m['item_to_item_ndcg@10']:.4f}, blend {m['blend_ndcg@10']:.4f}; "
         f"`ubp recommend` serves {model.get('served_model', 'SASRec')} (best on validation)"
     )
+    later_stages = [
+        artifacts / SAE_DICTIONARY / CONFIG_FILE,
+        artifacts / SAE_FEATURE_ANNOTATIONS / COMPARISON_FILE,
+        artifacts / STEERING_REPORT / STEERING_FILE,
+    ]
+    if not all(path.exists() for path in later_stages):
+        print("  sae_dictionary, annotations, steering: not all built (see the run's log)")
+        return
     fit = json.loads((artifacts / SAE_DICTIONARY / CONFIG_FILE).read_text())["fit"]
     holdout, fidelity = fit["holdout"], fit["fidelity"]
     recovered = fidelity["ndcg_recovered"]
