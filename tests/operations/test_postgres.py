@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import TINY
 from tests.factories import settings_for
-from tests.operations.test_faults import _launch, _step_windows
+from tests.operations.test_faults import _launch, _overlapping_steps
 from tests.postgres import postgres_home, postgres_server
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.definitions import build_definitions
@@ -57,5 +57,4 @@ def test_two_runs_started_at_once_share_postgres_and_the_duckdb_pool(tiny_source
         stored = con.execute("SELECT count(*) FROM events WHERE event_type = 'page_visit'").fetchone()[0]
         refused = con.execute("SELECT count(*) FROM quarantine WHERE source = 'page_visit'").fetchone()[0]
     assert stored + refused == source_rows
-    first, second = _step_windows(postgres_instance_home)
-    assert all(end_a <= start_b or end_b <= start_a for start_a, end_a in first for start_b, end_b in second)
+    assert not _overlapping_steps(postgres_instance_home)
