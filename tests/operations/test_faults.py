@@ -64,8 +64,9 @@ def _dagster_home(tmp_path) -> None:
         pass
 
 
-def test_two_runs_launched_at_once_write_the_warehouse_one_after_the_other(tiny_source, tmp_path):
-    _dagster_home(tmp_path)
+def ingest_both_halves_at_once(tiny_source, tmp_path) -> None:
+    """Two ingest runs over the two halves of the tiny data, started together; both succeed and every page visit
+    of the source is stored or quarantined, on every day."""
     halves = [("2022-06-23", "2022-07-02"), ("2022-07-03", "2022-07-13")]
     runs = [_launch(tmp_path, tiny_source, "group:ingest", first, last) for first, last in halves]
     outputs = [run.communicate(timeout=300)[0] for run in runs]
@@ -76,6 +77,11 @@ def test_two_runs_launched_at_once_write_the_warehouse_one_after_the_other(tiny_
         refused = con.execute("SELECT count(*) FROM quarantine WHERE source = 'page_visit'").fetchone()[0]
         days = con.execute("SELECT count(DISTINCT event_date) FROM events").fetchone()[0]
     assert stored + refused == source_rows and days == TINY.days
+
+
+def test_two_runs_launched_at_once_write_the_warehouse_one_after_the_other(tiny_source, tmp_path):
+    _dagster_home(tmp_path)
+    ingest_both_halves_at_once(tiny_source, tmp_path)
     # The pool, not the file lock, serialises them: no DuckDB step of one run overlaps one of the other (without the
     # pool both steps would start at once and one would wait on the lock inside its step, seconds of overlap).
     assert not _overlapping_steps(tmp_path / "dagster_home")

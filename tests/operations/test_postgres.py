@@ -5,14 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
-import pandas as pd
 import pytest
 
 from tests.conftest import TINY
 from tests.factories import settings_for
-from tests.operations.test_faults import _launch, _overlapping_steps
+from tests.operations.test_faults import _overlapping_steps, ingest_both_halves_at_once
 from tests.postgres import postgres_home, postgres_server
-from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize
 
@@ -48,13 +46,5 @@ def test_a_range_backfill_is_one_run_whose_partitions_postgres_records(tiny_sour
 
 
 def test_two_runs_started_at_once_share_postgres_and_the_duckdb_pool(tiny_source, tmp_path, postgres_instance_home):
-    halves = [("2022-06-23", "2022-07-02"), ("2022-07-03", "2022-07-13")]
-    runs = [_launch(tmp_path, tiny_source, "group:ingest", first, last) for first, last in halves]
-    outputs = [run.communicate(timeout=300)[0] for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
-    source_rows = len(pd.read_parquet(tiny_source / "page_visit.parquet"))
-    with connect_warehouse(tmp_path / "home" / "warehouse.duckdb", read_only=True) as con:
-        stored = con.execute("SELECT count(*) FROM events WHERE event_type = 'page_visit'").fetchone()[0]
-        refused = con.execute("SELECT count(*) FROM quarantine WHERE source = 'page_visit'").fetchone()[0]
-    assert stored + refused == source_rows
+    ingest_both_halves_at_once(tiny_source, tmp_path)
     assert not _overlapping_steps(postgres_instance_home)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from ubp_pipeline.core.common.device import make_runtime
 from ubp_pipeline.core.profiles.embedders.base import FittedEmbedder
 from ubp_pipeline.core.profiles.embedders.gru_autoencoder import most_frequent, ragged_tokens
 from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
@@ -15,11 +14,6 @@ from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.models.gru_autoencoder import GRUAutoencoderNet, GRUAutoencoderNetConfig
 
 SMALL = dict(embedding_dim=32, hidden_dim=32, learning_rate=3e-3, warmup_steps=20, max_epochs=4, patience=1)
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    return make_runtime("cpu", seed=0, threads=1)
 
 
 @pytest.fixture(scope="module")

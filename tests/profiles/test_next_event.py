@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from ubp_pipeline.core.common.device import make_runtime
 from ubp_pipeline.core.profiles.embedders.next_event import product_event_tokens
 from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
 from ubp_pipeline.core.profiles.embedders.training import field_verdicts
@@ -16,11 +15,6 @@ from ubp_pipeline.models.next_event_transformer import NextEventTransformer, Nex
 
 SMALL_OVERRIDES = {"max_epochs": 3}  # the CPU size, a short recipe
 SMALL = BLOCKS["next_event"].build(SMALL_OVERRIDES).config
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    return make_runtime("cpu", seed=0, threads=1)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ubp_pipeline.models.layers import TransformerBlock
+from ubp_pipeline.models.layers import TransformerBlock, init_transformer_weights
 
 
 @dataclass
@@ -44,14 +44,7 @@ class NextEventTransformer(nn.Module):
         )
         self.final_norm = nn.LayerNorm(config.d_model)
         self.heads = nn.ModuleDict({f: nn.Linear(config.d_model, sizes[f]) for f in config.target_fields})
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear):
-            nn.init.zeros_(module.bias)
+        self.apply(init_transformer_weights)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Hidden states (batch, T, d_model) of right-padded token ids (batch, T <= max_len, n_fields)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ubp_pipeline.models.layers import TransformerBlock
+from ubp_pipeline.models.layers import TransformerBlock, init_transformer_weights
 
 
 @dataclass
@@ -40,16 +40,7 @@ class SASRec(nn.Module):
             TransformerBlock(config.d_model, config.n_heads, config.dropout) for _ in range(config.n_blocks)
         )
         self.final_norm = nn.LayerNorm(config.d_model)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear):
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            nn.init.zeros_(module.weight[module.padding_idx])
+        self.apply(init_transformer_weights)
 
     def attention_mask(self, items: torch.Tensor) -> torch.Tensor:
         """(batch, 1, T, T) bool, True = may attend: causal, never to padding keys. A padding query may see itself so

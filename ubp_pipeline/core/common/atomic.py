@@ -50,13 +50,18 @@ def remove_abandoned_temps(path: Path) -> list[Path]:
     return abandoned
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file name next to ``path``; rename it into place only if the block succeeds."""
+def _prepare(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The target and a fresh temporary name beside it, once the parent exists and dead writers' leftovers are gone."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temps(target)
-    tmp = _temp_sibling(target)
+    return target, _temp_sibling(target)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file name next to ``path``; rename it into place only if the block succeeds."""
+    target, tmp = _prepare(path)
     try:
         yield tmp
         os.replace(tmp, target)
@@ -67,10 +72,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder; on success swap it in for ``path`` (the old folder is removed after the swap)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_temps(target)
-    tmp = _temp_sibling(target)
+    target, tmp = _prepare(path)
     tmp.mkdir()
     try:
         yield tmp
