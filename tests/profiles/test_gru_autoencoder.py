@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ubp_pipeline.core.profiles.embedders.base import FittedEmbedder
+from ubp_pipeline.core.profiles.embedders.fitted_state import load_net_weights
 from ubp_pipeline.core.profiles.embedders.gru_autoencoder import most_frequent, ragged_tokens
 from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
 from ubp_pipeline.core.profiles.embedders.training import field_verdicts
@@ -50,9 +51,7 @@ def test_every_field_beats_its_marginal_on_held_out_users(day_event):
 def test_a_users_vector_does_not_depend_on_its_batch(day_event, tiny_sequences):
     """Batches are right-padded to their longest user; the state is read at each user's own last event."""
     _, fitted = day_event
-    net = GRUAutoencoderNet(GRUAutoencoderNetConfig(**fitted.config["net"]))
-    net.load_state_dict({k.removeprefix("net."): v for k, v in fitted.state.items() if k.startswith("net.")})
-    net.eval()
+    net = load_net_weights(GRUAutoencoderNet(GRUAutoencoderNetConfig(**fitted.config["net"])), fitted.state)
     data = SequenceInput.load(tiny_sequences["train"])
     tokens = ragged_tokens(data, most_frequent(data.token_space(), 1_000), tuple(fitted.config["net"]["fields"]))
     order = np.argsort(-tokens.lengths)

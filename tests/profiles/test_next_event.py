@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ubp_pipeline.core.profiles.embedders.fitted_state import load_net_weights
 from ubp_pipeline.core.profiles.embedders.next_event import product_event_tokens
 from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
 from ubp_pipeline.core.profiles.embedders.training import field_verdicts
@@ -57,9 +58,7 @@ def test_every_predicted_field_beats_its_marginal(trained):
 def test_a_users_vector_does_not_depend_on_its_batch(trained, tiny_sequences):
     """Right padding under causal attention: a user's last real position never sees the padding after it."""
     _, fitted = trained
-    net = NextEventTransformer(NextEventTransformerConfig(**fitted.config["net"]))
-    net.load_state_dict({k.removeprefix("net."): v for k, v in fitted.state.items() if k.startswith("net.")})
-    net.eval()
+    net = load_net_weights(NextEventTransformer(NextEventTransformerConfig(**fitted.config["net"])), fitted.state)
     data = SequenceInput.load(tiny_sequences["train"])
     _, tokens = product_event_tokens(data, data.token_space(), SMALL.max_len)
     order = np.argsort(-tokens.lengths)
