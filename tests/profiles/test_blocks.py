@@ -88,11 +88,13 @@ def test_block_transform_reduces_scales_and_fills_with_the_training_mean():
     assert unreduced.components is None and np.array_equal(unreduced.apply(training.vectors), training.vectors)
 
 
-def test_the_device_resource_picks_cpu_here_and_refuses_a_missing_gpu():
-    runtime = TorchDevice().runtime()
-    assert runtime.device.type == "cpu"
-    assert runtime.describe()["device"] == "cpu" and runtime.describe()["mixed_precision"] is False
+def test_the_device_resource_picks_the_best_device_here_and_refuses_a_missing_gpu():
     import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    runtime = TorchDevice().runtime()
+    assert runtime.device.type == runtime.describe()["device"] == expected
+    assert runtime.describe()["mixed_precision"] is (expected == "cuda")  # bf16 autocast on a GPU only
 
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="'cuda' was requested but is not available"):

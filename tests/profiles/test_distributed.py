@@ -24,6 +24,7 @@ def test_two_ranks_train_the_gru_autoencoder_and_rank_zero_reports_it(tiny_defs,
     (materialization,) = result.asset_materializations_for_node("gru_day_event_model")
     metadata = {key: value.value for key, value in materialization.metadata.items()}
     assert metadata["ranks"] == 2 and metadata["reported_by_rank"] == 0
+    assert metadata["ranks_agree_on_weights"] is True  # gradients averaged across ranks: one model, not two
     assert metadata["training_cutoff"] == DAY.isoformat() and metadata["epochs"] >= 1
     assert "valid_loss" in metadata["training_curve"]
 

@@ -24,6 +24,7 @@ from ubp_pipeline.core.warehouse.events import EVENT_TYPES
 from ubp_pipeline.core.warehouse.ingest import ingest_events, ingest_product_properties
 from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 from ubp_pipeline.definitions import build_definitions
+from ubp_pipeline.resources import TorchDevice
 from ubp_pipeline.runner import materialize
 from ubp_pipeline.settings import Settings
 
@@ -162,7 +163,7 @@ def test_the_recommender_assets_materialize_with_their_metrics(recommender_run):
     assert model["sasrec_beats_baselines"] == (valid["SASRec"] > max(valid["popularity"], valid["item-to-item"]))
     assert ("does NOT beat" in model["verdict"]) != model["sasrec_beats_baselines"]
     assert model["training_curve"].count("\n") == model["epochs"] + 1 and len(model["history"]) == model["epochs"]
-    assert model["training_seconds"] > 0 and model["device"] == "cpu"
+    assert model["training_seconds"] > 0 and model["device"] == TorchDevice().runtime().describe()["device_name"]
 
     sae = metadata["sae_dictionary"]
     assert sae["layer"] == 1 and sae["n_latents"] == 128 and sae["l0"] == pytest.approx(4.0)

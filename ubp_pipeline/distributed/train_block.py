@@ -14,7 +14,7 @@ import torch.distributed as dist
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
 from ubp_pipeline.core.common.device import make_runtime
-from ubp_pipeline.core.profiles.blocks import LEARNED_CHECK, train_block
+from ubp_pipeline.core.profiles.blocks import LEARNED_CHECK, train_block, weights_digest
 from ubp_pipeline.core.profiles.registry import BLOCKS
 
 
@@ -31,16 +31,26 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _ranks_agree(digest: str) -> bool:
+    """Whether every rank ended with the same weights (a collective: every rank calls it once, after training).
+    Data-parallel training averages the gradients of all ranks at every step; without that they would drift apart."""
+    digests: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    return len(set(digests)) == 1
+
+
 def _train_as_rank_zero(args: argparse.Namespace, runtime) -> None:
     spec, overrides = BLOCKS[args.block], json.loads(args.overrides)
     if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:  # run by hand, not launched by Dagster
-        train_block(spec, args.input, args.out, runtime, args.training_day, overrides)
+        trained = train_block(spec, args.input, args.out, runtime, args.training_day, overrides)
+        _ranks_agree(trained.provenance["model_version"].rsplit("/", 1)[-1])
         return
     with open_dagster_pipes() as pipes:
         trained = train_block(
             spec, args.input, args.out, runtime, args.training_day, overrides,
             lambda epoch, metrics: pipes.log.info(f"{args.block} epoch {epoch}: {metrics}"),
         )
+        agree = _ranks_agree(trained.provenance["model_version"].rsplit("/", 1)[-1])
         summary = trained.summary()
         curve = summary.pop("training_curve")
         pipes.report_asset_materialization(
@@ -49,6 +59,7 @@ def _train_as_rank_zero(args: argparse.Namespace, runtime) -> None:
                 "path": {"raw_value": str(args.out), "type": "path"},
                 "training_curve": {"raw_value": curve, "type": "md"},
                 "reported_by_rank": runtime.rank,
+                "ranks_agree_on_weights": agree,
             }
         )
         if spec.predicts_fields:  # the model asset's blocking check, from the same verdicts as a one-process run
@@ -74,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         if runtime.rank == 0:
             _train_as_rank_zero(args, runtime)
         else:
-            BLOCKS[args.block].build(json.loads(args.overrides), runtime.device.type).fit(args.input, runtime)
+            fitted = BLOCKS[args.block].build(json.loads(args.overrides), runtime.device.type).fit(args.input, runtime)
+            _ranks_agree(weights_digest(fitted))
     finally:
         dist.destroy_process_group()
 

@@ -235,7 +235,7 @@ def train_block(
         "block": spec.name,
         "block_version": spec.version,
         "training_day": training_day,
-        "model_version": f"{spec.name}@{spec.version}/{training_day}/{_digest(fitted)}",
+        "model_version": f"{spec.name}@{spec.version}/{training_day}/{weights_digest(fitted)}",
         "raw_dims": int(training.vectors.shape[1]),
         "dims": transform.dim,
         "pca_dims_capped_by_users": transform.components is not None and transform.dim < (spec.pca_dims or 0),
@@ -261,7 +261,8 @@ def embed_block(spec: BlockSpec, model_dir: Path, input_folder: Path, runtime: T
     return BlockVectors(spec.name, raw.client_ids, transform.apply(raw.vectors), transform.fill, provenance)
 
 
-def _digest(fitted: FittedEmbedder) -> str:
+def weights_digest(fitted: FittedEmbedder) -> str:
+    """A short hash of the fitted state (the tail of model_version): equal digests, equal weights."""
     digest = hashlib.sha256()
     for name in sorted(fitted.state):
         digest.update(name.encode())
