@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -77,3 +79,14 @@ def pipeline_env(source: Path, root: Path, first_day: date, last_day: date, **ex
         "UBP_PROBE": "quick",
         **extra,
     }
+
+
+def stop_process_group(process: subprocess.Popen, grace_seconds: float = 60) -> None:
+    """SIGTERM a server started with start_new_session (e.g. `ubp ui`: webserver, daemon, code server), SIGKILL it
+    when it has not stopped within the grace period (a loaded machine can slow a clean shutdown down)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.factories import write_source, write_table
+from tests.factories import stop_process_group, write_source, write_table
 from tests.warehouse.test_bad_input import visits_at
 from ubp_pipeline.cli import INIT_LOCK, _ensure_dagster_home, main
 from ubp_pipeline.core.warehouse.database import connect_warehouse
@@ -140,8 +139,7 @@ def test_ubp_ui_serves_the_ui_from_the_console_script_without_an_activated_venv(
             except OSError:
                 time.sleep(1)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        stop_process_group(server)
         log.close()
     assert "source " + str(source) + ": events from 2022-07-01 to 2022-07-02" in (tmp_path / "ui.log").read_text()
 

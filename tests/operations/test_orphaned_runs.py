@@ -11,7 +11,7 @@ import time
 
 import dagster as dg
 
-from tests.factories import write_source
+from tests.factories import stop_process_group, write_source
 from tests.operations.test_cli import BIN, _free_port, _without_venv
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 
@@ -63,8 +63,7 @@ def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_start(tmp_p
                 "marking the run failed", ui, tmp_path / "ui.log", seconds=120,
             )
         finally:
-            os.killpg(ui.pid, signal.SIGTERM)
-            ui.wait(timeout=60)
+            stop_process_group(ui)
         (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     message = (
         f"run {run.run_id} was left STARTED by process {killed.pid} on {socket.gethostname()}, which no longer runs "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY
-from tests.factories import pipeline_env
+from tests.factories import pipeline_env, stop_process_group
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,12 +71,7 @@ def ui(tiny_source, tmp_path_factory):
                 time.sleep(1)
         yield url, root
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server)
 
 
 ASSET_GRAPH = """
