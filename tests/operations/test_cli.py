@@ -82,7 +82,11 @@ def test_generate_then_run_the_main_job_on_a_source_directory(tmp_path, monkeypa
     home = tmp_path / "home" / "artifacts"
     assert (home / "profile_evaluation" / "2022-09-16" / "scores.md").read_text().startswith("row | churn")
     recommender = printed[printed.index("sasrec_model (trained on 2022-09-16: "):].splitlines()
-    assert re.fullmatch(r"  leave-one-out test  HR@10 0\.\d{4}  NDCG@10 0\.\d{4}   popularity  HR@10 .*", recommender[1])
+    assert re.fullmatch(
+        r"  leave-one-out test NDCG@10: SASRec 0\.\d{4}, popularity 0\.\d{4}, item-to-item 0\.\d{4}, blend 0\.\d{4}; "
+        r"`ubp recommend` serves (SASRec|popularity|item-to-item|SASRec \+ item-to-item) \(best on validation\)",
+        recommender[1],
+    )
     assert recommender[2].startswith("  sae_dictionary (layer ") and "explained variance" in recommender[2]
     assert recommender[3].startswith("  monosemanticity, median over reliable features: SAE ")
     assert recommender[4].startswith(("  steering by feature ", "  steering: no feature fired often enough"))
