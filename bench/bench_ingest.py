@@ -34,17 +34,16 @@ MAX_EVENTS = 128
 def stage_ingest(source: Path, warehouse: Path) -> dict:
     from ubp_pipeline.core.warehouse.database import connect_warehouse
     from ubp_pipeline.core.warehouse.events import EVENT_TYPES
-    from ubp_pipeline.core.warehouse.ingest import ingest_events, ingest_product_properties
+    from ubp_pipeline.core.warehouse.ingest import ingest_event_tables, ingest_product_properties
     from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 
     warehouse.unlink(missing_ok=True)
     layout = SourceLayout(source)
     started = time.perf_counter()
-    accepted = 0
     with connect_warehouse(warehouse) as con:
         ingest_product_properties(con, layout)
-        for event_type in EVENT_TYPES:
-            accepted += ingest_events(con, layout, event_type, START, START + timedelta(days=DAYS - 1)).accepted_rows
+        reports = ingest_event_tables(con, layout, EVENT_TYPES, START, START + timedelta(days=DAYS - 1))
+    accepted = sum(report.accepted_rows for report in reports.values())
     return {"seconds": time.perf_counter() - started, "accepted": accepted, "peak_rss_mb": peak_rss_mib()}
 
 

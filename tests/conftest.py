@@ -14,7 +14,7 @@ from ubp_pipeline.core.sequences.stat_features import build_stat_features
 from ubp_pipeline.core.sequences.user_sequences import SequenceSpec, build_sequences
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.core.warehouse.events import EVENT_TYPES
-from ubp_pipeline.core.warehouse.ingest import ingest_events, ingest_product_properties
+from ubp_pipeline.core.warehouse.ingest import ingest_event_tables, ingest_product_properties
 from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
@@ -61,8 +61,7 @@ def tiny_warehouse(tiny_source, tmp_path_factory) -> Path:
     layout = SourceLayout(tiny_source)
     with connect_warehouse(path) as con:
         ingest_product_properties(con, layout)
-        for event_type in EVENT_TYPES:
-            ingest_events(con, layout, event_type, TINY.start, LAST_DAY)
+        ingest_event_tables(con, layout, EVENT_TYPES, TINY.start, LAST_DAY)
     return path
 
 

@@ -11,7 +11,7 @@ from tests.factories import write_source
 from ubp_pipeline.core.evaluation.targets import IncompleteFutureError, build_targets, load_targets, make_tasks
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.core.warehouse.events import EVENT_TYPES
-from ubp_pipeline.core.warehouse.ingest import ingest_events, ingest_product_properties
+from ubp_pipeline.core.warehouse.ingest import ingest_event_tables, ingest_product_properties
 from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 
 D = date(2022, 7, 1)
@@ -39,8 +39,7 @@ def targets(tmp_path):
     layout = SourceLayout(source)
     with connect_warehouse(tmp_path / "w.duckdb") as con:
         ingest_product_properties(con, layout)
-        for event_type in EVENT_TYPES:
-            ingest_events(con, layout, event_type, date(2022, 6, 1), date(2022, 7, 31))
+        ingest_event_tables(con, layout, EVENT_TYPES, date(2022, 6, 1), date(2022, 7, 31))
         build_targets(con, D, LAST, tmp_path / "targets")
         with pytest.raises(IncompleteFutureError, match="2022-07-02 has no complete 28-day future.*newest day that can be evaluated is 2022-07-01"):
             build_targets(con, date(2022, 7, 2), LAST, tmp_path / "too_late")

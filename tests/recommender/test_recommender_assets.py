@@ -21,7 +21,7 @@ from ubp_pipeline.core.recommender.store import load_annotations, load_dictionar
 from ubp_pipeline.core.sequences.user_sequences import SequenceSpec, build_sequences
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.core.warehouse.events import EVENT_TYPES
-from ubp_pipeline.core.warehouse.ingest import ingest_events, ingest_product_properties
+from ubp_pipeline.core.warehouse.ingest import ingest_event_tables, ingest_product_properties
 from ubp_pipeline.core.warehouse.source_layout import SourceLayout
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.resources import TorchDevice
@@ -44,8 +44,7 @@ def _sequences_partition(tmp_path, events: dict) -> str:
     first, as_of = date(2022, 7, 1), date(2022, 7, 3)
     with connect_warehouse(tmp_path / "warehouse.duckdb") as con:
         ingest_product_properties(con, layout)
-        for event_type in EVENT_TYPES:
-            ingest_events(con, layout, event_type, first, as_of)
+        ingest_event_tables(con, layout, EVENT_TYPES, first, as_of)
         build_sequences(con, SequenceSpec(as_of=as_of, first_day=first), tmp_path / "sequences")
     return tmp_path / "sequences"
 

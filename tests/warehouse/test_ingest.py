@@ -14,7 +14,7 @@ import pytest
 from tests.factories import codes, event_frame, settings_for, write_source, write_table
 from ubp_pipeline.core.warehouse import ingest as ingest_module
 from ubp_pipeline.core.warehouse.database import connect_warehouse
-from ubp_pipeline.core.warehouse.ingest import ReconciliationError, ingest_events, ingest_product_properties
+from ubp_pipeline.core.warehouse.ingest import ReconciliationError, ingest_event_tables, ingest_product_properties
 from ubp_pipeline.core.warehouse.source_layout import SourceError, SourceLayout
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize
@@ -184,7 +184,7 @@ def test_a_broken_source_fails_with_the_file_and_column_named(tmp_path, damage, 
     with connect_warehouse(tmp_path / "w.duckdb") as con:
         ingest_product_properties(con, SourceLayout(source))
         with pytest.raises(SourceError, match=message.format(src=source)):
-            ingest_events(con, SourceLayout(source), "product_buy", DAY1, DAY1)
+            ingest_event_tables(con, SourceLayout(source), ["product_buy"], DAY1, DAY1)
 
 
 def test_a_write_that_does_not_reconcile_is_rolled_back(tmp_path, monkeypatch):
@@ -192,7 +192,7 @@ def test_a_write_that_does_not_reconcile_is_rolled_back(tmp_path, monkeypatch):
     layout = SourceLayout(source)
     with connect_warehouse(tmp_path / "w.duckdb") as con:
         ingest_product_properties(con, layout)
-        ingest_events(con, layout, "add_to_cart", DAY1, DAY1)
+        ingest_event_tables(con, layout, ["add_to_cart"], DAY1, DAY1)
         write_table(source, "add_to_cart", event_frame("add_to_cart", [(3, "2022-07-01 12:00:00", 12)]))
         real_run_sql = ingest_module.run_sql
 
@@ -204,7 +204,7 @@ def test_a_write_that_does_not_reconcile_is_rolled_back(tmp_path, monkeypatch):
 
         monkeypatch.setattr(ingest_module, "run_sql", losing_a_row)
         with pytest.raises(ReconciliationError, match="read 1 rows but stored 0 accepted"):
-            ingest_events(con, layout, "add_to_cart", DAY1, DAY1)
+            ingest_event_tables(con, layout, ["add_to_cart"], DAY1, DAY1)
         kept = con.execute("SELECT list(client_id ORDER BY client_id) FROM events").fetchone()[0]
     assert kept == [1, 2]  # the previous version of the day survives
 

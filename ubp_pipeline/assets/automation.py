@@ -38,29 +38,25 @@ EVALUATION_JOB = "evaluation_job"
 RETRAIN_JOB = "retrain_job"
 
 
+# (job, asset groups, description, tags): every job selects whole groups, so a new asset joins its group's jobs
+_JOBS = (
+    (INGEST_JOB, ("ingest",), "Load the catalogue and the selected days of raw events (a range is one run).", {}),
+    (
+        DAILY_REFRESH_JOB, ("ingest", "sequences", "embeddings", "profiles"),
+        "One day end to end: ingest, sequences and statistics, block embeddings, universal profiles.", {},
+    ),
+    (EVALUATION_JOB, ("evaluation",), "Targets of the 28 days after the day and the backtest of its profiles.", {}),
+    (
+        RETRAIN_JOB, ("models", "recommender"), "Retrain every model on the newest materialized sequences day.",
+        {"ubp/accelerator": "gpu"},  # deploy/dagster.postgres.yaml caps concurrent GPU runs by this tag
+    ),
+)
+
+
 def jobs() -> list:
     return [
-        dg.define_asset_job(
-            INGEST_JOB,
-            selection=dg.AssetSelection.groups("ingest"),
-            description="Load the catalogue and the selected days of raw events (a range is one run).",
-        ),
-        dg.define_asset_job(
-            DAILY_REFRESH_JOB,
-            selection=dg.AssetSelection.groups("ingest", "sequences", "embeddings", "profiles"),
-            description="One day end to end: ingest, sequences and statistics, block embeddings, universal profiles.",
-        ),
-        dg.define_asset_job(
-            EVALUATION_JOB,
-            selection=dg.AssetSelection.groups("evaluation"),
-            description="Targets of the 28 days after the day and the backtest of its profiles.",
-        ),
-        dg.define_asset_job(
-            RETRAIN_JOB,
-            selection=dg.AssetSelection.groups("models", "recommender"),
-            description="Retrain every model on the newest materialized sequences day.",
-            tags={"ubp/accelerator": "gpu"},  # deploy/dagster.postgres.yaml caps concurrent GPU runs by this tag
-        ),
+        dg.define_asset_job(name, selection=dg.AssetSelection.groups(*groups), description=description, tags=tags)
+        for name, groups, description, tags in _JOBS
     ]
 
 

@@ -146,23 +146,6 @@ def ingest_event_tables(
         }
 
 
-def ingest_events(
-    con: duckdb.DuckDBPyConnection,
-    source: SourceLayout,
-    event_type: str,
-    first_day: date,
-    last_day: date,
-    *,
-    configured_days: tuple[date, date] | None = None,
-    allow_shrink: bool = False,
-) -> IngestReport:
-    """One event type on its own (see ``ingest_event_tables``)."""
-    reports = ingest_event_tables(
-        con, source, [event_type], first_day, last_day, configured_days=configured_days, allow_shrink=allow_shrink
-    )
-    return reports[event_type]
-
-
 def recount_event_days(
     con: duckdb.DuckDBPyConnection,
     source: SourceLayout,
