@@ -70,7 +70,7 @@ def stage_pandas(source: Path, out: Path) -> dict:
     from ubp_pipeline.core.warehouse.events import EVENT_CODE, EVENT_TYPES
 
     started = time.perf_counter()
-    catalogue = pd.read_parquet(source / "product_properties.parquet", columns=["sku", "category", "price"])
+    catalogue = pd.read_parquet(source / "product_properties.parquet", columns=["sku", "category", "price", "name"])
     frames = []
     for event_type in EVENT_TYPES:
         frame = pd.read_parquet(source / f"{event_type}.parquet").rename(columns={"timestamp": "ts"})

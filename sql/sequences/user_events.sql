@@ -11,6 +11,7 @@ SELECT
     p.price,
     e.url,
     e.query,
+    p.name,
     CAST(date_diff('day', $first_day, e.event_date) AS INTEGER) AS day,
     CAST(date_diff('day', $first_day, e.event_date) // 7 AS INTEGER) AS week
 FROM events AS e

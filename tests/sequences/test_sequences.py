@@ -95,7 +95,7 @@ def _as_tuples(seqs, user: int) -> list[tuple]:
 def test_sequences_match_a_pure_python_reference_on_generated_data(tiny_defs, tiny_settings, tiny_source, instance):
     as_of = tiny_settings.first_day + timedelta(days=14)
     _build(tiny_defs, instance, tiny_settings.first_day, tiny_settings.last_day, as_of, max_events=16)
-    seqs = load_sequences(tiny_settings.artifact_dir / "user_sequences" / as_of.isoformat())
+    seqs = load_sequences(tiny_settings.artifact_dir / "user_sequences" / as_of.isoformat(), text_fields=["query"])
     expected = _reference(tiny_source, as_of, tiny_settings.lookback_days, 16, tiny_settings.first_day)
     assert sorted(seqs.client_ids.tolist()) == sorted(expected)
     assert len(expected) > 100
@@ -123,7 +123,7 @@ def test_ties_truncation_and_the_as_of_cut(tmp_path):
     settings = settings_for(source, tmp_path / "home", FIRST, date(2022, 7, 5), lookback_days=3)
     with dg.DagsterInstance.ephemeral() as instance:
         result = _build(build_definitions(settings), instance, FIRST, date(2022, 7, 5), AS_OF, max_events=4)
-    seqs = load_sequences(settings.artifact_dir / "user_sequences" / AS_OF.isoformat())
+    seqs = load_sequences(settings.artifact_dir / "user_sequences" / AS_OF.isoformat(), text_fields=["query"])
     user = int(np.flatnonzero(seqs.client_ids == 1)[0])
     # window (07-02 .. 07-04]: the 07-01 buy is before the lookback, the 07-05 visit after the as-of day
     assert seqs.n_events[user] == 7
@@ -164,16 +164,21 @@ def test_vocabulary_keeps_the_most_frequent_values_and_encodes_the_rest_as_oov(t
     assert counts[5] > counts[6] > counts[7]
 
 
-def test_query_codes_and_user_selection(tmp_path):
+def test_text_codes_and_user_selection(tmp_path):
     source = _tie_source(tmp_path)
     settings = settings_for(source, tmp_path / "home", FIRST, date(2022, 7, 5), lookback_days=5)
     with dg.DagsterInstance.ephemeral() as instance:
         _build(build_definitions(settings), instance, FIRST, date(2022, 7, 5), AS_OF)
-    seqs = load_sequences(settings.artifact_dir / "user_sequences" / AS_OF.isoformat())
-    codes_ = seqs.query_codes()
-    searches = codes_[seqs.event_type == EVENT_CODE["search_query"]]
-    assert searches[:, :2].tolist() == [[3, 4], [9, 0]]
-    assert not codes_[seqs.event_type != EVENT_CODE["search_query"]].any()
+    folder = settings.artifact_dir / "user_sequences" / AS_OF.isoformat()
+    with pytest.raises(AttributeError, match="text_fields"):
+        load_sequences(folder).name  # noqa: B018 - text is loaded only when asked for
+    seqs = load_sequences(folder, text_fields=["query", "name"])
+    searches, query = seqs.text_codes("query")
+    assert searches.tolist() == np.flatnonzero(seqs.event_type == EVENT_CODE["search_query"]).tolist()
+    assert query[:, :2].tolist() == [[3, 4], [9, 0]]
+    products, names = seqs.text_codes("name")
+    assert products.tolist() == np.flatnonzero(seqs.sku >= 0).tolist()
+    assert names[:, 0].tolist() == (seqs.sku[products] - 10).tolist()  # the catalogue names sku 10 + i codes(i)
     picked = seqs.select(np.array([1, 0]))
     assert picked.client_ids.tolist() == seqs.client_ids[[1, 0]].tolist()
     assert picked.lengths.tolist() == seqs.lengths[[1, 0]].tolist()

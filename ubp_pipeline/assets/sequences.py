@@ -31,7 +31,7 @@ def lookback_deps(settings: Settings) -> list:
 
 
 def sequence_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @warehouse_day_asset(USER_SEQUENCES, daily, deps=lookback_deps(settings), group_name="sequences", kinds={"duckdb", "parquet"})
+    @warehouse_day_asset(USER_SEQUENCES, daily, deps=lookback_deps(settings), group_name="sequences", kinds={"duckdb", "parquet"}, code_version="2")
     def user_sequences(
         context: dg.AssetExecutionContext, config: SequencesConfig, warehouse: Warehouse, artifacts: ArtifactStore
     ) -> dg.MaterializeResult:

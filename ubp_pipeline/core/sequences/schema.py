@@ -34,6 +34,7 @@ EVENT_FIELDS: tuple[EventField, ...] = (
     EventField("price", pa.uint8(), doc=f"the sku's price bucket, 0..{PRICE_BUCKETS - 1}"),
     EventField("url", pa.int64(), doc="page visits only"),
     EventField("query", pa.string(), "text", doc="search queries only: the 16 codes as a string"),
+    EventField("name", pa.string(), "text", doc="product events only: the sku's name from the catalogue, 16 codes as a string"),
     EventField("day", pa.int32(), doc="days since the data set's first day"),
     EventField("week", pa.int32(), doc="weeks since the data set's first day"),
     EventField("seconds_since_previous", pa.int64(), derived=True, doc="gap to the user's previous kept event"),

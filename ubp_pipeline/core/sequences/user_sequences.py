@@ -8,7 +8,7 @@ offsets, the layout every embedder trains from without per-user Python work.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -27,6 +27,7 @@ from ubp_pipeline.core.warehouse.events import N_CODES, parse_codes
 SEQUENCES_FILE = "sequences.parquet"
 VOCABULARY_FILE = "vocabulary.parquet"
 MANIFEST_FILE = "manifest.json"
+_TEXT_FIELDS = {f.name for f in EVENT_FIELDS if f.loaded == "text"}
 
 @dataclass(frozen=True)
 class SequenceSpec:
@@ -156,7 +157,8 @@ class UserSequences:
 
     Every field of ``schema.EVENT_FIELDS`` is an attribute (``sequences.sku``, ``sequences.ts`` in epoch seconds):
     integers with -1 where missing (a sku on a page visit, the gap before a user's first event), text fields as Arrow
-    string arrays (``query``: null where the event is not a search; ``query_codes()`` parses them on demand).
+    string arrays, loaded only when asked for (``query`` null where the event is not a search, ``name`` null where the
+    event has no sku; ``text_codes()`` parses them).
     """
 
     client_ids: np.ndarray
@@ -168,7 +170,8 @@ class UserSequences:
         events = self.__dict__.get("events", {})
         if name in events:
             return events[name]
-        raise AttributeError(f"{type(self).__name__} has no attribute or event field {name!r}")
+        hint = " (a text field: load_sequences(..., text_fields=[...]) loads it)" if name in _TEXT_FIELDS else ""
+        raise AttributeError(f"{type(self).__name__} has no attribute or loaded event field {name!r}{hint}")
 
     @property
     def lengths(self) -> np.ndarray:
@@ -177,13 +180,12 @@ class UserSequences:
     def __len__(self) -> int:
         return len(self.client_ids)
 
-    def query_codes(self) -> np.ndarray:
-        """(n_events, 16) uint8 search codes; zeros for events that are not searches."""
-        codes = np.zeros((len(self.query), N_CODES), dtype=np.uint8)
-        is_search = ~np.asarray(self.query.is_null().to_numpy(zero_copy_only=False))
-        if is_search.any():
-            codes[is_search] = parse_codes(self.query.filter(pa.array(is_search)))
-        return codes
+    def text_codes(self, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """(events that carry the text field ``field`` ("query" or "name"), their (n, 16) uint8 codes)."""
+        text = getattr(self, field)
+        present = np.flatnonzero(~np.asarray(text.is_null().to_numpy(zero_copy_only=False)))
+        codes = parse_codes(text.take(pa.array(present))) if len(present) else np.zeros((0, N_CODES), np.uint8)
+        return present, codes
 
     def select(self, rows: np.ndarray) -> UserSequences:
         """The sequences of users ``rows`` (indices), in that order."""
@@ -207,14 +209,17 @@ def _load_field(column: pa.ChunkedArray, loaded: str) -> np.ndarray | pa.Array:
     return values.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
-def load_sequences(directory: str | Path) -> UserSequences:
-    table = pq.read_table(Path(directory) / SEQUENCES_FILE)
+def load_sequences(directory: str | Path, text_fields: Iterable[str] = ()) -> UserSequences:
+    """The sequences of a partition with every integer field; text fields (strings, the largest columns at scale)
+    only when named in ``text_fields``."""
+    wanted = [f for f in EVENT_FIELDS if f.loaded != "text" or f.name in set(text_fields)]
+    table = pq.read_table(Path(directory) / SEQUENCES_FILE, columns=["client_id", "n_events", *(f.name for f in wanted)])
     lengths = pa.compute.list_value_length(table["event_type"]).to_numpy(zero_copy_only=False).astype(np.int64)
     return UserSequences(
         client_ids=table["client_id"].to_numpy(),
         offsets=np.concatenate([[0], np.cumsum(lengths)]),
         n_events=table["n_events"].to_numpy(),
-        events={f.name: _load_field(table[f.name], f.loaded) for f in EVENT_FIELDS},
+        events={f.name: _load_field(table[f.name], f.loaded) for f in wanted},
     )
 
 
