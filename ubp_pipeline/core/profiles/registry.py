@@ -129,5 +129,12 @@ BLOCKS: dict[str, BlockSpec] = {
             params={"item_field": "url", "event_weights": {"page_visit": 1.0}},
             description="ALS user factors over user x url (page visits).",
         ),
+        BlockSpec(
+            "text_codes",
+            "ubp_pipeline.core.profiles.embedders.text_codes:TextCodesEmbedder",
+            input_asset="user_sequences",
+            description="Latent topics (TF-IDF + truncated SVD) of the 16-code texts a user searched for and of the "
+            "names of the products they bought, carted or removed.",
+        ),
     )
 }
