@@ -5,7 +5,7 @@ propensity targets, for the official (W=2048) and the quick (W=256) probe, and e
 per-epoch time (train + inference + metrics) scales with the number of users; net construction is paid once per task.
 Each figure is the median over repeats. Writes bench/results/probe.json and bench/results/probe.md.
 
-    PYTHONPATH=. python bench/bench_probe.py [--repeats 3] [--threads 1 2]   (from the repository root)
+    PYTHONPATH=. python bench/bench_probe.py [--repeats 3] [--threads 1 2] [--device cpu]   (from the repository root)
 
 Defaults time one thread and one per core: on a shared machine one thread is often faster (see the load average).
 """
@@ -53,10 +53,10 @@ def parameter_count(width: int) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def time_probe(settings: ProbeSettings, threads: int, repeats: int) -> dict:
+def time_probe(settings: ProbeSettings, threads: int, repeats: int, device: str) -> dict:
     n_users = TIMED_USERS[settings.label]
     embeddings, task = synthetic_task(n_users)
-    runtime = make_runtime("cpu", threads=threads)
+    runtime = make_runtime(device, threads=threads)
     epoch_seconds, setup_seconds = [], []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -69,6 +69,7 @@ def time_probe(settings: ProbeSettings, threads: int, repeats: int) -> dict:
     per_task_10k = setup + settings.epochs * per_epoch_10k
     return {
         "probe": settings.label,
+        "device": str(runtime.describe()["device_name"]),
         "width": settings.width,
         "parameters": parameter_count(settings.width),
         "threads": threads,
@@ -95,13 +96,13 @@ def write_reports(report: dict) -> None:
         "",
         report["method"],
         "",
-        "| probe | width | parameters | threads | s / epoch / 10k users | setup s | s / task / 10k users (3 epochs) "
-        "| h / task / 1M users |",
-        "|---|---|---|---|---|---|---|---|",
+        "| probe | device | width | parameters | threads | s / epoch / 10k users | setup s "
+        "| s / task / 10k users (3 epochs) | h / task / 1M users |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["runs"]:
         lines.append(
-            f"| {row['probe']} | {row['width']} | {row['parameters'] / 1e6:.2f} M | {row['threads']} "
+            f"| {row['probe']} | {row['device']} | {row['width']} | {row['parameters'] / 1e6:.2f} M | {row['threads']} "
             f"| {row['seconds_per_epoch_per_10k_users']} | {row['setup_seconds_per_task']} "
             f"| {row['seconds_per_task_per_10k_users_3_epochs']} | {row['hours_per_task_per_1m_users_3_epochs']} |"
         )
@@ -115,9 +116,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, len(os.sched_getaffinity(0))}))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (recorded with every run)")
     args = parser.parse_args()
     load_before = [round(x, 2) for x in os.getloadavg()]
-    runs = [time_probe(s, t, args.repeats) for t in args.threads for s in (OFFICIAL_PROBE, QUICK_PROBE)]
+    runs = [time_probe(s, t, args.repeats, args.device) for t in args.threads for s in (OFFICIAL_PROBE, QUICK_PROBE)]
     report = {
         "hardware": {
             "cpu_model": cpu_model(),
