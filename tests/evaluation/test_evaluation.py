@@ -13,7 +13,7 @@ import pytest
 from tests.factories import settings_for
 from ubp_pipeline.assets.embedders import model_key
 from ubp_pipeline.core.evaluation.backtest import LeakageError, check_leakage
-from ubp_pipeline.core.profiles.registry import BLOCKS
+from ubp_pipeline.core.profiles.registry import BLOCKS, default_blocks
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.pipeline import train_models
@@ -100,8 +100,8 @@ def test_the_selection_is_recorded_and_shapes_only_profiles_after_its_evidence(w
     profiles = settings.artifact_dir / "universal_profiles"
     assert materialize(defs, ["universal_profiles"], instance, partition=D).success
     own = json.loads((profiles / D.isoformat() / "manifest.json").read_text())
-    assert own["block_selection"]["source"].startswith("every block")  # D's own profile never uses D's selection
-    assert [b["name"] for b in own["blocks"]] == [name for name in BLOCKS if name not in own["excluded_blocks"]]
+    assert own["block_selection"]["source"].startswith("the default blocks")  # D's own profile never uses D's selection
+    assert [b["name"] for b in own["blocks"]] == [name for name in default_blocks() if name not in own["excluded_blocks"]]
 
     assert materialize(defs, ["user_sequences", "stat_features"], instance, partition=LAST).success
     assert materialize(defs, ["group:embeddings", "group:profiles"], instance, partition=LAST).success

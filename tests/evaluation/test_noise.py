@@ -99,3 +99,18 @@ def test_forward_selection_leaves_out_a_block_that_hurts_beyond_noise():
 
     chosen, trials = forward_select(["a", "b", "d"], total_of)
     assert chosen == ["a", "b"] and not trials[-1].accepted and trials[-1].blocks == ["a", "b", "d"]
+
+
+@pytest.mark.parametrize(("gain", "chosen"), [(0.005, ["a", "b"]), (0.2, ["a", "b", "t"])])
+def test_an_opt_in_block_joins_only_when_it_gains_beyond_noise(gain, chosen):
+    rng = np.random.default_rng(2)
+    noise = rng.normal(scale=0.01, size=200)
+    value = {"a": 3.0, "b": 2.9, "t": 2.0}  # b adds 0.2 to a; the opt-in t adds ``gain``
+
+    def total_of(blocks):
+        total = value[blocks[0]] if len(blocks) == 1 else 3.0 + 0.2 * ("b" in blocks) + gain * ("t" in blocks)
+        return total, total + noise + rng.normal(scale=0.003, size=200)
+
+    got, trials = forward_select(["a", "b", "t"], total_of, default=["a", "b"])
+    assert got == chosen
+    assert any(t.accepted and "t" in t.blocks for t in trials) == ("t" in chosen)  # the trials hold the evidence

@@ -24,7 +24,7 @@ from ubp_pipeline.core.profiles.assembly import (
     validate_profiles,
     write_profiles,
 )
-from ubp_pipeline.core.profiles.registry import BLOCKS
+from ubp_pipeline.core.profiles.registry import BLOCKS, default_blocks
 from ubp_pipeline.runner import materialize
 
 A = BlockVectors("a", np.array([30, 10]), np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), np.array([9.0, 9.0], np.float32))
@@ -102,7 +102,9 @@ def test_a_profile_uses_the_newest_selection_whose_evidence_ended_by_its_day(tmp
     assert why["decided_on"] == "2022-07-10" and why["path"].endswith(SELECTION_FILE)
     assert choose_blocks(["als_urls"], tmp_path, date(2022, 9, 1)) == (["als_urls"], {"source": "pinned in run config"})
     names, why = choose_blocks([], tmp_path, date(2022, 7, 2))
-    assert names == list(BLOCKS) and why["source"].startswith("every block")
+    assert names == default_blocks() and why["source"].startswith("the default blocks")
+    assert "text_codes" in BLOCKS and "text_codes" not in names  # opt-in: pinned or selected only
+    assert choose_blocks(["text_codes"], tmp_path, date(2022, 7, 2))[0] == ["text_codes"]
 
 
 def test_the_whole_graph_materializes_valid_profiles_through_dagster(tiny_defs, tiny_settings, instance, tiny_source):
@@ -117,7 +119,7 @@ def test_the_whole_graph_materializes_valid_profiles_through_dagster(tiny_defs, 
     relevant = np.load(tiny_source / "input" / "relevant_clients.npy")
     assert validate_profiles(folder, relevant) == []
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    assert [b["name"] for b in manifest["blocks"]] == list(BLOCKS)
+    assert [b["name"] for b in manifest["blocks"]] == default_blocks()
     assert all(b["training_day"] == day.isoformat() for b in manifest["blocks"])
     check = [e for e in result.get_asset_check_evaluations() if e.check_name == "valid_submission"]
     assert len(check) == 1 and check[0].passed

@@ -13,7 +13,7 @@ import dagster as dg
 
 from ubp_pipeline.assets.automation import REFRESH
 from ubp_pipeline.assets.embedders import embeddings_key
-from ubp_pipeline.core.profiles.registry import BLOCKS
+from ubp_pipeline.core.profiles.registry import BLOCKS, default_blocks
 from ubp_pipeline.partitions import partition_day
 from ubp_pipeline.resources import ArtifactStore, EventSource
 
@@ -22,11 +22,12 @@ VALID_SUBMISSION = "valid_submission"
 
 
 class ProfilesConfig(dg.Config):
-    blocks: list[str] = []  # block names to concatenate, in order; empty = the backtest's selection, else every block
+    blocks: list[str] = []  # block names to concatenate, in order; empty = the backtest's selection, else the defaults
 
 
 def choose_blocks(pinned: list[str], backtest_root: Path, day: date) -> tuple[list[str], dict]:
-    """The blocks of a profile day and why: pinned, selected by a backtest (with its evidence), or all of them."""
+    """The blocks of a profile day and why: pinned, selected by a backtest (with its evidence), or the default ones
+    (every block but the opt-in ones, which earned no default place in their ablation)."""
     from ubp_pipeline.core.profiles.assembly import latest_selection
 
     if pinned:
@@ -37,7 +38,11 @@ def choose_blocks(pinned: list[str], backtest_root: Path, day: date) -> tuple[li
     selection = latest_selection(backtest_root, day)
     known = [name for name in (selection or {}).get("blocks", []) if name in BLOCKS]
     if not known:
-        return list(BLOCKS), {"source": "every block (no backtest selection is usable for this day)"}
+        opt_in = sorted(set(BLOCKS) - set(default_blocks()))
+        return default_blocks(), {
+            "source": "the default blocks (no backtest selection is usable for this day)",
+            "opt_in_blocks_not_used": opt_in,  # pin them in run config, or let a backtest selection choose them
+        }
     return known, {"source": "backtest selection", **selection}
 
 

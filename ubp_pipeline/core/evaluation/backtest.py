@@ -40,6 +40,7 @@ from ubp_pipeline.core.profiles.assembly import (
     assemble_profiles,
 )
 from ubp_pipeline.core.profiles.blocks import load_block_vectors
+from ubp_pipeline.core.profiles.registry import default_blocks
 
 ENSEMBLE = "ensemble"
 TOTAL = "total"
@@ -253,14 +254,14 @@ def select_blocks(scorer: Scorer, blocks: list[Candidate], scores: pd.DataFrame,
             known[names] = scorer.total(Candidate(" + ".join(names), "selection", np.hstack([columns[n] for n in names])))
         return known[names]
 
-    chosen, trials = forward_select(list(columns), total_of)
+    chosen, trials = forward_select(list(columns), total_of, [name for name in default_blocks() if name in columns])
     return {
         "blocks": chosen,
         "decided_on": day.isoformat(),
         "evidence_until": (day + timedelta(days=HORIZON_DAYS)).isoformat(),
         "probe": scorer.settings.label,
         "rule": "forward selection on the total score; a block is added only when the paired bootstrap interval of "
-        "its gain lies above 0; the selection replaces the full set of blocks only when it beats it beyond noise",
+        "its gain lies above 0; the selection replaces the default blocks only when it beats them beyond noise",
         "trials": [asdict(trial) for trial in trials],
     }
 

@@ -3,9 +3,9 @@
 Start from the best single block (highest total); each round, try adding every remaining block, take the addition
 with the highest total, and keep it only when the paired bootstrap interval of its gain over the current set lies
 above 0; stop at the first round without such a gain. The chosen set is therefore never below the best single
-block, and every block in it earned its place against the noise of the scoring window. Leaving blocks out must be
-earned as well: the chosen set replaces the full set only when it beats it beyond noise (on a small or noisy window
-forward selection stops early, and the full ensemble stays).
+block, and every block in it earned its place against the noise of the scoring window. Changing the default set
+(every block but the opt-in ones) must be earned as well: the chosen set replaces it only when it beats it beyond
+noise (on a small or noisy window forward selection stops early, and the default ensemble stays).
 
 The decision for day D saw purchases up to D + 28 (``evidence_until``): it may shape profiles of that day or later,
 never a profile that is evaluated for an earlier day (universal_profiles and the backtest both enforce this).
@@ -39,12 +39,15 @@ class Trial:
     accepted: bool
 
 
-def forward_select(blocks: list[str], total_of: TotalScorer) -> tuple[list[str], list[Trial]]:
-    """The chosen blocks (in ``blocks`` order) and every trial that led to them (see the module docstring)."""
+def forward_select(blocks: list[str], total_of: TotalScorer, default: list[str] | None = None) -> tuple[list[str], list[Trial]]:
+    """The chosen blocks (in ``blocks`` order) and every trial that led to them (see the module docstring).
+    ``default`` (all of ``blocks`` when None) is the set that stays unless the selection beats it beyond noise."""
     order = {name: i for i, name in enumerate(blocks)}
 
     def key(names) -> tuple[str, ...]:
         return tuple(sorted(names, key=order.__getitem__))
+
+    default = key(default or blocks)
 
     singles = {name: total_of((name,)) for name in blocks}
     best = max(blocks, key=lambda name: singles[name][0])
@@ -62,13 +65,15 @@ def forward_select(blocks: list[str], total_of: TotalScorer) -> tuple[list[str],
         if not accepted:
             break
         chosen, (current, current_draws) = list(key([*chosen, pick])), tried[pick]
-    if len(chosen) < len(blocks):
-        full, full_draws = total_of(key(blocks))
-        lower, upper = interval(current_draws - full_draws)
-        keeps_fewer = current > full and beyond_noise(lower, upper)
-        trials.append(Trial(trials[-1].round + 1, list(key(blocks)), full, *interval(full_draws), -upper, -lower, not keeps_fewer))
-        if not keeps_fewer:
-            chosen = list(key(blocks))
+    if tuple(chosen) != default:
+        standing, standing_draws = total_of(default)
+        lower, upper = interval(current_draws - standing_draws)
+        beats_default = current > standing and beyond_noise(lower, upper)
+        trials.append(
+            Trial(trials[-1].round + 1, list(default), standing, *interval(standing_draws), -upper, -lower, not beats_default)
+        )
+        if not beats_default:
+            chosen = list(default)
     return chosen, trials
 
 

@@ -34,6 +34,7 @@ class BlockSpec:
     description: str = ""
     distributable: bool = False  # its training loop can run data-parallel under torchrun
     predicts_fields: bool = False  # its training reports held-out accuracy per field: checked against the majority
+    in_default_profile: bool = True  # False: trained and scored, but in a profile only when pinned or selected
 
     def build(self, overrides: dict[str, Any] | None = None, device_type: str = "cpu") -> Embedder:
         """The embedder with this block's params for ``device_type`` ("cuda" takes ``gpu_params`` too), further
@@ -42,6 +43,7 @@ class BlockSpec:
         cls = getattr(importlib.import_module(module), cls_name)
         sized = self.gpu_params if device_type == "cuda" else {}
         return cls(configured(cls.config_class(), {**self.params, **sized, **(overrides or {})}))
+
 
 
 def configured(config: Any, values: dict[str, Any]) -> Any:
@@ -135,6 +137,12 @@ BLOCKS: dict[str, BlockSpec] = {
             input_asset="user_sequences",
             description="Latent topics (TF-IDF + truncated SVD) of the 16-code texts a user searched for and of the "
             "names of the products they bought, carted or removed.",
+            in_default_profile=False,  # lowered the ensemble on generated data (bench/results/blocks_*.md)
         ),
     )
 }
+
+
+def default_blocks() -> list[str]:
+    """The blocks of a profile that nothing pinned and no backtest selection chose."""
+    return [name for name, spec in BLOCKS.items() if spec.in_default_profile]
