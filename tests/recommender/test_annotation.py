@@ -14,6 +14,7 @@ from ubp_pipeline.core.recommender.annotation import (
     annotate_sae_features,
     average_ranks,
     compare_monosemanticity,
+    value_threshold,
 )
 from ubp_pipeline.core.recommender.item_sequences import build_item_sequences
 from ubp_pipeline.core.recommender.sae_training import HiddenStates, SAETrainingConfig, train_sae
@@ -129,3 +130,13 @@ def test_sae_features_are_more_monosemantic_than_superposed_hidden_dimensions():
     assert comparison.loc["sae", "median_monosemanticity"] > comparison.loc["hidden", "median_monosemanticity"] + 0.3
     clean_labels = set(sae_table.loc[sae_table["monosemanticity"] > 0.8, "label"])
     assert clean_labels == {f"category:c{i}" for i in range(n_categories)}
+
+
+def test_few_held_out_tokens_still_get_labels_with_a_threshold_that_follows_their_number():
+    sequences = four_items()
+    items = np.tile(np.arange(1, 5), 4)  # 16 tokens: every value on 8, below the default 20
+    states = hand_made_states([(items <= 2) * 1.0, (items % 2 == 0) * 1.0], items, items)
+    table = annotate_features(lambda h: h, states, sequences, names=lambda j: f"f{j}", subject="current")
+    assert table.set_index("feature")["label"].to_dict() == {0: "colour:red", 1: "size:large"}
+    assert value_threshold(20, 16) == 2 and value_threshold(20, 1_000) == 10 and value_threshold(20, 50_000) == 20
+    assert value_threshold(1, 16) == 1  # a lower setting is kept

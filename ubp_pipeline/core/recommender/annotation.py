@@ -57,9 +57,20 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(index).scatter_(0, order, (first + last) / 2 + 1)
 
 
+MIN_VALUE_SHARE = 0.01
+"""On few held-out tokens (a small data set), a value that covers this share of them (and 2 tokens at least) is a
+candidate label even below ``min_value_tokens``: otherwise no value qualifies and nothing can be labelled."""
+
+
+def value_threshold(min_tokens: int, n_tokens: int) -> int:
+    """The tokens an attribute value must cover to be a candidate label: ``min_tokens``, lowered on few tokens."""
+    return min(min_tokens, max(2, int(MIN_VALUE_SHARE * n_tokens)))
+
+
 def _value_table(sequences: ItemSequences, items: torch.Tensor, min_tokens: int) -> tuple[list[str], torch.Tensor]:
-    """Every attribute value carried by at least ``min_tokens`` of the subject items (and not by all of them) as one
-    column of a sparse (n_items + 1, values) 0/1 table, with its ``name:label`` key."""
+    """Every attribute value carried by at least ``value_threshold(min_tokens, ...)`` of the subject items (and not by
+    all of them) as one column of a sparse (n_items + 1, values) 0/1 table, with its ``name:label`` key."""
+    min_tokens = value_threshold(min_tokens, len(items))
     attributes = list(sequences.attributes.values())
     if not attributes:
         raise ValueError("the sequences carry no item attributes to annotate features with")
@@ -70,7 +81,7 @@ def _value_table(sequences: ItemSequences, items: torch.Tensor, min_tokens: int)
     if not usable.any():
         raise ValueError(
             f"no attribute value is carried by {min_tokens}+ of the {len(items)} tokens (and not by all): too few "
-            "tokens to label features; hold out more users or lower min_value_tokens"
+            "tokens to label features; hold out more users"
         )
     return keys[usable].tolist(), torch.as_tensor(table[:, usable], dtype=torch.float64).to_sparse()
 
