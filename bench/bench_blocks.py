@@ -3,10 +3,10 @@
 Generates a set in the challenge layout (another seed and size than the demo), ingests it, builds the sequences and
 statistics of the backtest day D (the newest day with a complete 28-day future) and the targets after it, trains
 every block on D (the CPU recipe of the registry) and scores, with the official 2048-wide probe on a sample of the
-relevant users: the default ensemble, each block alone, the ensemble without (a default block) or with (an opt-in
-block) each block named by --ablate, and the aggregated baselines. Every score has a 95 % bootstrap interval over
-users; every row's paired difference to the ensemble is marked where it lies beyond noise. Writes
-bench/results/blocks_seed<seed>_<users>.json and .md.
+relevant users: the default ensemble (also with every block at equal mean norm), each block alone, the ensemble
+without (a default block) or with (an opt-in block) each block named by --ablate, and the aggregated baselines.
+Every score has a 95 % bootstrap interval over users; every row's paired difference to the ensemble is marked where
+it lies beyond noise. Writes bench/results/blocks_seed<seed>_<users>[_<tag>].json and .md.
 
     PYTHONPATH=. python bench/bench_blocks.py [--users 8000] [--seed 11] [--sample-users 1500] [--ablate text_codes]
 """
@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
+import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -66,6 +68,21 @@ def train_blocks(day_inputs: dict[str, Path], models: Path, day: str, runtime, l
     return vectors, trained
 
 
+EQUAL_NORMS = "ensemble, blocks at equal norm"
+
+
+def equal_block_norms(vectors: dict[str, BlockVectors], names: list[str], clients: np.ndarray) -> np.ndarray:
+    """The ensemble with each block divided by its mean row norm: every block weighs the same in the probe's input
+    projection (the statistics block, quantile-scaled to [0, 1], otherwise has rows about 4x longer than the
+    L2-normalised blocks)."""
+    profiles = assemble_profiles([vectors[n] for n in names], clients)
+    matrix = profiles.embeddings.astype(np.float32)
+    for block in profiles.manifest["blocks"]:
+        columns = slice(block["offset"], block["offset"] + block["dims"])
+        matrix[:, columns] /= max(float(np.linalg.norm(matrix[:, columns], axis=1).mean()), 1e-12)
+    return matrix
+
+
 def candidates_for(vectors: dict[str, BlockVectors], clients: np.ndarray, counts: np.ndarray, ablate: list[str]) -> list[Candidate]:
     """The default ensemble, each block alone, the ensemble without (a default block) or with (an opt-in block) each
     block of ``ablate``, and the two aggregated baselines."""
@@ -83,6 +100,7 @@ def candidates_for(vectors: dict[str, BlockVectors], clients: np.ndarray, counts
     }
     return [
         Candidate(ENSEMBLE, "ensemble", profile(ensemble)),
+        Candidate(EQUAL_NORMS, "selection", equal_block_norms(vectors, ensemble, clients)),
         *[Candidate(name, "block", profile([name])) for name in vectors],
         *[Candidate(label, "selection", profile(names)) for label, names in variants.items()],
         Candidate("baseline", "baseline", counts),
@@ -98,6 +116,8 @@ def main() -> None:
     parser.add_argument("--sample-users", type=int, default=1_500, help="relevant users the probe sees (0 = all)")
     parser.add_argument("--ablate", nargs="*", default=["text_codes"], help="blocks to leave out of (or add to) the ensemble")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = one per core)")
+    parser.add_argument("--only", nargs="*", default=None, help="score only these rows (the ensemble always)")
+    parser.add_argument("--tag", default="", help="suffix of the result files (for a run with --only)")
     args = parser.parse_args()
     unknown = sorted(set(args.ablate) - set(BLOCKS))
     if unknown:
@@ -125,6 +145,8 @@ def main() -> None:
             settings, sampled = probe_plan("official", "cpu", len(clients), args.sample_users, seed=0)
             clients = clients if sampled is None else clients[sampled]
             candidates = candidates_for(vectors, clients, baseline_features(con, day, clients), args.ablate)
+            if args.only is not None:
+                candidates = [c for c in candidates if c.name == ENSEMBLE or c.name in args.only]
         scorer = Scorer(make_tasks(targets, clients), runtime, settings)
         probing = time.perf_counter()
         scores, _ = evaluate_candidates(candidates, scorer)
@@ -139,7 +161,7 @@ def main() -> None:
         "scores": scores.to_dict(orient="records"),
     }
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"blocks_seed{args.seed}_{args.users}"
+    stem = RESULTS / f"blocks_seed{args.seed}_{args.users}{'_' + args.tag if args.tag else ''}"
     with atomic_path(stem.with_suffix(".json")) as path:
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     totals = scores[scores["task"] == TOTAL].set_index("row")["score"]
@@ -148,8 +170,7 @@ def main() -> None:
         f"Generated set: {args.users:,} users, {args.days} days, generator seed {args.seed}; backtest day {day}; "
         f"{len(clients):,} relevant users probed{' (sampled)' if sampled is not None else ''}, 95 % bootstrap intervals over users, one probe seed. "
         f"{cpu_model()}, {runtime.threads} torch threads; {record['seconds']['total']:.0f} s in all "
-        f"({probe_seconds:.0f} s probing). `PYTHONPATH=. python bench/bench_blocks.py "
-        f"--users {args.users} --seed {args.seed} --sample-users {args.sample_users} --ablate {' '.join(args.ablate)}`\n\n"
+        f"({probe_seconds:.0f} s probing). `PYTHONPATH=. python bench/bench_blocks.py {shlex.join(sys.argv[1:])}`\n\n"
     )
     stem.with_suffix(".md").write_text(header + score_markdown(scores) + "\n")
     print(totals.sort_values(ascending=False).to_string())
