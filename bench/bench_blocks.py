@@ -3,10 +3,11 @@
 Generates a set in the challenge layout (another seed and size than the demo), ingests it, builds the sequences and
 statistics of the backtest day D (the newest day with a complete 28-day future) and the targets after it, trains
 every block on D (the CPU recipe of the registry) and scores, with the official 2048-wide probe on a sample of the
-relevant users: the default ensemble (also with every block at equal mean norm), each block alone, the ensemble
-without (a default block) or with (an opt-in block) each block named by --ablate, and the aggregated baselines.
-Every score has a 95 % bootstrap interval over users; every row's paired difference to the ensemble is marked where
-it lies beyond noise. Writes bench/results/blocks_seed<seed>_<users>[_<tag>].json and .md.
+relevant users: the default ensemble (also with every block at equal mean norm, and with blocks reweighted by
+--scale), each block alone, the ensemble without (a default block) or with (an opt-in block) each block named by
+--ablate, and the aggregated baselines. Every score has a 95 % bootstrap interval over users; every row's paired
+difference to the ensemble is marked where it lies beyond noise. Writes
+bench/results/blocks_seed<seed>_<users>[_<tag>].json and .md.
 
     PYTHONPATH=. python bench/bench_blocks.py [--users 8000] [--seed 11] [--sample-users 1500] [--ablate text_codes]
 """
@@ -71,19 +72,29 @@ def train_blocks(day_inputs: dict[str, Path], models: Path, day: str, runtime, l
 EQUAL_NORMS = "ensemble, blocks at equal norm"
 
 
-def equal_block_norms(vectors: dict[str, BlockVectors], names: list[str], clients: np.ndarray) -> np.ndarray:
-    """The ensemble with each block divided by its mean row norm: every block weighs the same in the probe's input
-    projection (the statistics block, quantile-scaled to [0, 1], otherwise has rows about 4x longer than the
-    L2-normalised blocks)."""
+def reweighted(vectors: dict[str, BlockVectors], names: list[str], clients: np.ndarray, factor) -> np.ndarray:
+    """The ensemble with each block's columns multiplied by ``factor(name, columns)``."""
     profiles = assemble_profiles([vectors[n] for n in names], clients)
     matrix = profiles.embeddings.astype(np.float32)
     for block in profiles.manifest["blocks"]:
         columns = slice(block["offset"], block["offset"] + block["dims"])
-        matrix[:, columns] /= max(float(np.linalg.norm(matrix[:, columns], axis=1).mean()), 1e-12)
+        matrix[:, columns] *= factor(block["name"], matrix[:, columns])
     return matrix
 
 
-def candidates_for(vectors: dict[str, BlockVectors], clients: np.ndarray, counts: np.ndarray, ablate: list[str]) -> list[Candidate]:
+def equal_block_norms(vectors: dict[str, BlockVectors], names: list[str], clients: np.ndarray) -> np.ndarray:
+    """Each block divided by its mean row norm: every block weighs the same in the probe's input projection (the
+    statistics block, quantile-scaled to [0, 1], otherwise has rows about 4x longer than the L2-normalised blocks)."""
+    return reweighted(vectors, names, clients, lambda _, block: 1 / max(float(np.linalg.norm(block, axis=1).mean()), 1e-12))
+
+
+def candidates_for(
+    vectors: dict[str, BlockVectors],
+    clients: np.ndarray,
+    counts: np.ndarray,
+    ablate: list[str],
+    scales: list[tuple[str, float]],
+) -> list[Candidate]:
     """The default ensemble, each block alone, the ensemble without (a default block) or with (an opt-in block) each
     block of ``ablate``, and the two aggregated baselines."""
 
@@ -103,6 +114,11 @@ def candidates_for(vectors: dict[str, BlockVectors], clients: np.ndarray, counts
         Candidate(EQUAL_NORMS, "selection", equal_block_norms(vectors, ensemble, clients)),
         *[Candidate(name, "block", profile([name])) for name in vectors],
         *[Candidate(label, "selection", profile(names)) for label, names in variants.items()],
+        *[
+            Candidate(f"ensemble, {name} x{k:g}", "selection",
+                      reweighted(vectors, ensemble, clients, lambda block, _, name=name, k=k: k if block == name else 1.0))
+            for name, k in scales
+        ],
         Candidate("baseline", "baseline", counts),
         Candidate("baseline_scaled", "baseline", scaled_baseline(counts)),
     ]
@@ -116,6 +132,7 @@ def main() -> None:
     parser.add_argument("--sample-users", type=int, default=1_500, help="relevant users the probe sees (0 = all)")
     parser.add_argument("--ablate", nargs="*", default=["text_codes"], help="blocks to leave out of (or add to) the ensemble")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = one per core)")
+    parser.add_argument("--scale", nargs="*", default=[], metavar="BLOCK=FACTOR", help="ensemble rows with a block reweighted")
     parser.add_argument("--only", nargs="*", default=None, help="score only these rows (the ensemble always)")
     parser.add_argument("--tag", default="", help="suffix of the result files (for a run with --only)")
     args = parser.parse_args()
@@ -144,7 +161,8 @@ def main() -> None:
             clients = load_relevant_clients(layout, fallback=[v.client_ids for v in vectors.values()])
             settings, sampled = probe_plan("official", "cpu", len(clients), args.sample_users, seed=0)
             clients = clients if sampled is None else clients[sampled]
-            candidates = candidates_for(vectors, clients, baseline_features(con, day, clients), args.ablate)
+            scales = [(name, float(k)) for name, k in (item.split("=") for item in args.scale)]
+            candidates = candidates_for(vectors, clients, baseline_features(con, day, clients), args.ablate, scales)
             if args.only is not None:
                 candidates = [c for c in candidates if c.name == ENSEMBLE or c.name in args.only]
         scorer = Scorer(make_tasks(targets, clients), runtime, settings)
