@@ -114,3 +114,17 @@ def test_an_opt_in_block_joins_only_when_it_gains_beyond_noise(gain, chosen):
     got, trials = forward_select(["a", "b", "t"], total_of, default=["a", "b"])
     assert got == chosen
     assert any(t.accepted and "t" in t.blocks for t in trials) == ("t" in chosen)  # the trials hold the evidence
+
+
+def test_the_default_set_stays_when_the_forward_choice_does_not_beat_it_beyond_noise():
+    rng = np.random.default_rng(3)
+    noise = rng.normal(scale=0.01, size=200)
+    value = {"a": 3.0, "b": 2.9, "t": 2.0, ("b", "t"): 3.205}  # the default b + t: within noise of a + b (3.2)
+
+    def total_of(blocks):
+        total = value.get(blocks, value[blocks[0]] if len(blocks) == 1 else 3.0 + 0.2 * ("b" in blocks))
+        return total, total + noise + rng.normal(scale=0.003, size=200)
+
+    chosen, trials = forward_select(["a", "b", "t"], total_of, default=["b", "t"])
+    assert chosen == ["b", "t"] and trials[-1].blocks == ["b", "t"] and trials[-1].accepted
+    assert forward_select(["a", "b", "t"], total_of, default=[])[0] == ["a", "b"]  # only opt-in blocks: the choice stands

@@ -28,7 +28,7 @@ class SAEDictionaryConfig(dg.Config):
 class AnnotationConfig(dg.Config):
     subject: Literal["next", "current"] = "next"  # label a token by the item predicted there, or the one read there
     max_tokens: int = 50_000  # tokens sampled for the statistics
-    min_value_tokens: int = 20  # attribute values on fewer tokens are no candidate labels (1 % of them on few tokens)
+    min_value_tokens: int = 20  # values on fewer tokens are not candidate labels (1 % of the tokens if fewer)
     min_item_tokens: int = 5  # items on fewer tokens are not named among a feature's top items
     min_fires: int = 100  # features that fired on fewer tokens are not compared or steered (their label is noise)
 

@@ -2,8 +2,8 @@
 
 Which blocks: those pinned in run config (`blocks: [...]`), else the newest selection of profile_evaluation whose
 evidence ends on or before the day (the backtest of day D chooses blocks for days from D + 28 on, so the newest day's
-profile follows the last complete backtest and no backtest ever scores a profile shaped by its own future), else every
-block of the registry. The choice and its evidence are recorded in the manifest (`block_selection`).
+profile follows the last complete backtest and no backtest ever scores a profile shaped by its own future), else the
+default blocks (every block of the registry but the opt-in ones). The choice and its evidence are recorded in the manifest (`block_selection`).
 """
 
 from datetime import date

@@ -41,13 +41,14 @@ class Trial:
 
 def forward_select(blocks: list[str], total_of: TotalScorer, default: list[str] | None = None) -> tuple[list[str], list[Trial]]:
     """The chosen blocks (in ``blocks`` order) and every trial that led to them (see the module docstring).
-    ``default`` (all of ``blocks`` when None) is the set that stays unless the selection beats it beyond noise."""
+    ``default`` (all of ``blocks`` when None) is the set that stays unless the selection beats it beyond noise; an
+    empty one (only opt-in blocks to choose from) leaves the forward choice as it is."""
     order = {name: i for i, name in enumerate(blocks)}
 
     def key(names) -> tuple[str, ...]:
         return tuple(sorted(names, key=order.__getitem__))
 
-    default = key(default or blocks)
+    default = key(blocks if default is None else default)
 
     singles = {name: total_of((name,)) for name in blocks}
     best = max(blocks, key=lambda name: singles[name][0])
@@ -65,7 +66,7 @@ def forward_select(blocks: list[str], total_of: TotalScorer, default: list[str] 
         if not accepted:
             break
         chosen, (current, current_draws) = list(key([*chosen, pick])), tried[pick]
-    if tuple(chosen) != default:
+    if default and tuple(chosen) != default:
         standing, standing_draws = total_of(default)
         lower, upper = interval(current_draws - standing_draws)
         beats_default = current > standing and beyond_noise(lower, upper)

@@ -58,8 +58,8 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 MIN_VALUE_SHARE = 0.01
-"""On few held-out tokens (a small data set), a value that covers this share of them (and 2 tokens at least) is a
-candidate label even below ``min_value_tokens``: otherwise no value qualifies and nothing can be labelled."""
+"""Below 100 x ``min_value_tokens`` held-out tokens (a small data set), a value that covers this share of them (2
+tokens at least) is a candidate label: a fixed count would leave no value to label features with on few tokens."""
 
 
 def value_threshold(min_tokens: int, n_tokens: int) -> int:
@@ -155,7 +155,8 @@ def annotate_features(
 ) -> pd.DataFrame:
     """One row per live feature (fired on at least one token), most monosemantic first. ``encoder`` maps hidden
     states (rows, d) to non-negative feature activations (rows, features). Statistics use at most ``max_tokens``
-    tokens and values carried by at least ``min_value_tokens`` of them (rarer values give noise, not labels)."""
+    tokens and values carried by at least ``value_threshold(min_value_tokens, tokens)`` of them (rarer values give
+    noise, not labels)."""
     states = states.sample(max_tokens, seed)
     activations = _encode(encoder, states.states)
     items = torch.as_tensor(states.next_items if subject == "next" else states.items)
