@@ -85,7 +85,7 @@ def reweighted(vectors: dict[str, BlockVectors], names: list[str], clients: np.n
 def equal_block_norms(vectors: dict[str, BlockVectors], names: list[str], clients: np.ndarray) -> np.ndarray:
     """Each block divided by its mean row norm: every block weighs the same in the probe's input projection (the
     statistics block, quantile-scaled to [0, 1], otherwise has rows about 4x longer than the L2-normalised blocks)."""
-    return reweighted(vectors, names, clients, lambda _, block: 1 / max(float(np.linalg.norm(block, axis=1).mean()), 1e-12))
+    return reweighted(vectors, names, clients, lambda _, columns: 1 / max(float(np.linalg.norm(columns, axis=1).mean()), 1e-12))
 
 
 def candidates_for(

@@ -3,7 +3,8 @@
 Which blocks: those pinned in run config (`blocks: [...]`), else the newest selection of profile_evaluation whose
 evidence ends on or before the day (the backtest of day D chooses blocks for days from D + 28 on, so the newest day's
 profile follows the last complete backtest and no backtest ever scores a profile shaped by its own future), else the
-default blocks (every block of the registry but the opt-in ones). The choice and its evidence are recorded in the manifest (`block_selection`).
+default blocks (every block of the registry but the opt-in ones). The choice and its evidence are recorded in the
+manifest (`block_selection`).
 """
 
 from datetime import date
@@ -38,10 +39,10 @@ def choose_blocks(pinned: list[str], backtest_root: Path, day: date) -> tuple[li
     selection = latest_selection(backtest_root, day)
     known = [name for name in (selection or {}).get("blocks", []) if name in BLOCKS]
     if not known:
-        opt_in = sorted(set(BLOCKS) - set(default_blocks()))
-        return default_blocks(), {
+        defaults = default_blocks()
+        return defaults, {
             "source": "the default blocks (no backtest selection is usable for this day)",
-            "opt_in_blocks_not_used": opt_in,  # pin them in run config, or let a backtest selection choose them
+            "opt_in_blocks_not_used": [name for name in BLOCKS if name not in defaults],  # pin them, or let a selection
         }
     return known, {"source": "backtest selection", **selection}
 

@@ -45,7 +45,6 @@ class BlockSpec:
         return cls(configured(cls.config_class(), {**self.params, **sized, **(overrides or {})}))
 
 
-
 def configured(config: Any, values: dict[str, Any]) -> Any:
     """``config`` with ``values`` replaced. A key that names a setting of a nested config (the training recipe's
     ``learning_rate``) reaches it, so overrides stay flat: ``{"learning_rate": 5e-4, "max_epochs": 3}``; the nested
