@@ -4,9 +4,9 @@ Generates a set in the challenge layout (another seed and size than the demo), i
 statistics of the backtest day D (the newest day with a complete 28-day future) and the targets after it, trains
 every block on D (the CPU recipe of the registry) and scores, with the official 2048-wide probe on a sample of the
 relevant users: the default ensemble (also with every block at equal mean norm, and with blocks reweighted by
---scale), each block alone, the ensemble without (a default block) or with (an opt-in block) each block named by
---ablate, and the aggregated baselines. Every score has a 95 % bootstrap interval over users; every row's paired
-difference to the ensemble is marked where it lies beyond noise. Writes
+--scale), each block alone, every pair of default blocks (--pairs), the ensemble without (a default block) or with
+(an opt-in block) each block named by --ablate, and the aggregated baselines. Every score has a 95 % bootstrap
+interval over users; every row's paired difference to the ensemble is marked where it lies beyond noise. Writes
 bench/results/blocks_seed<seed>_<users>[_<tag>].json and .md.
 
     PYTHONPATH=. python bench/bench_blocks.py [--users 8000] [--seed 11] [--sample-users 1500] [--ablate text_codes]
@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
+from fnmatch import fnmatchcase
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -94,9 +96,10 @@ def candidates_for(
     counts: np.ndarray,
     ablate: list[str],
     scales: list[tuple[str, float]],
+    pairs: bool = False,
 ) -> list[Candidate]:
-    """The default ensemble, each block alone, the ensemble without (a default block) or with (an opt-in block) each
-    block of ``ablate``, and the two aggregated baselines."""
+    """The default ensemble, each block alone, every pair of default blocks (with ``pairs``), the ensemble without (a
+    default block) or with (an opt-in block) each block of ``ablate``, and the two aggregated baselines."""
 
     def profile(names: list[str]) -> np.ndarray:
         return assemble_profiles([vectors[n] for n in names], clients).embeddings
@@ -113,6 +116,7 @@ def candidates_for(
         Candidate(ENSEMBLE, "ensemble", profile(ensemble)),
         Candidate(EQUAL_NORMS, "selection", equal_block_norms(vectors, ensemble, clients)),
         *[Candidate(name, "block", profile([name])) for name in vectors],
+        *[Candidate(f"{a} + {b}", "selection", profile([a, b])) for a, b in combinations(ensemble, 2) if pairs],
         *[Candidate(label, "selection", profile(names)) for label, names in variants.items()],
         *[
             Candidate(f"ensemble, {name} x{k:g}", "selection",
@@ -133,7 +137,9 @@ def main() -> None:
     parser.add_argument("--ablate", nargs="*", default=["text_codes"], help="blocks to leave out of (or add to) the ensemble")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = one per core)")
     parser.add_argument("--scale", nargs="*", default=[], metavar="BLOCK=FACTOR", help="ensemble rows with a block reweighted")
-    parser.add_argument("--only", nargs="*", default=None, help="score only these rows (the ensemble always)")
+    parser.add_argument("--pairs", action="store_true", help="score every pair of default blocks as well")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="score only the rows matching these names or patterns, e.g. '* + *' (the ensemble always)")
     parser.add_argument("--tag", default="", help="suffix of the result files (for a run with --only)")
     args = parser.parse_args()
     unknown = sorted(set(args.ablate) - set(BLOCKS))
@@ -162,9 +168,10 @@ def main() -> None:
             settings, sampled = probe_plan("official", "cpu", len(clients), args.sample_users, seed=0)
             clients = clients if sampled is None else clients[sampled]
             scales = [(name, float(k)) for name, k in (item.split("=") for item in args.scale)]
-            candidates = candidates_for(vectors, clients, baseline_features(con, day, clients), args.ablate, scales)
+            candidates = candidates_for(vectors, clients, baseline_features(con, day, clients), args.ablate, scales,
+                                        args.pairs)
             if args.only is not None:
-                candidates = [c for c in candidates if c.name == ENSEMBLE or c.name in args.only]
+                candidates = [c for c in candidates if c.name == ENSEMBLE or any(fnmatchcase(c.name, p) for p in args.only)]
         scorer = Scorer(make_tasks(targets, clients), runtime, settings)
         probing = time.perf_counter()
         scores, _ = evaluate_candidates(candidates, scorer)
