@@ -23,7 +23,10 @@ class UsageError(Exception):
 def _generate(args: argparse.Namespace) -> None:
     from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 
-    summary = generate(SyntheticConfig(users=args.users, days=args.days, seed=args.seed, start=args.start), args.out)
+    summary = generate(
+        SyntheticConfig(users=args.users, days=args.days, seed=args.seed, start=args.start, activity=args.activity),
+        args.out,
+    )
     print(f"wrote {sum(summary.events.values()):,} events of {summary.users:,} users to {summary.out}")
     for event_type, n in summary.events.items():
         print(f"  {event_type:<18} {n:>12,}")
@@ -255,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--days", type=int, default=DEMO_DAYS)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--start", type=date.fromisoformat, default=DEMO_FIRST_DAY, help="first day (YYYY-MM-DD)")
+    generate.add_argument(
+        "--activity", type=float, default=1.0, help="session-rate multiplier (1.0: ~55 events a user over 120 days)"
+    )
     generate.add_argument("--out", required=True, help="output directory (replaced as a whole)")
     generate.set_defaults(handler=_generate)
 

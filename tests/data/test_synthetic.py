@@ -62,6 +62,17 @@ def test_same_seed_same_data_other_seed_other_data(tmp_path):
     assert a.equals(b) and not a.equals(c)
 
 
+def test_activity_multiplies_the_events_of_the_same_users(tmp_path):
+    """Challenge-like volumes (~175 events a user) come from a higher activity, not from more users."""
+    counts = {}
+    for activity in (1.0, 2.0):
+        config = SyntheticConfig(users=1_000, days=40, seed=5, activity=activity)
+        counts[activity] = sum(generate(config, tmp_path / str(activity)).events.values())
+    clients = [np.load(tmp_path / str(a) / "input" / "relevant_clients.npy") for a in counts]
+    assert np.array_equal(*clients)
+    assert 1.8 < counts[2.0] / counts[1.0] < 2.2
+
+
 def _buys_with_truth(frames, truth):
     catalogue = frames["product_properties"].set_index("sku")
     buys = frames["product_buy"].join(catalogue, on="sku")

@@ -41,6 +41,7 @@ class SyntheticConfig:
     relevant_fraction: float = 0.8
     new_sku_fraction: float = 0.2
     chunk_users: int = 20_000
+    activity: float = 1.0  # multiplies every session rate: 1.0 gives ~55 events a user over 120 days (the challenge ~175)
 
     @property
     def n_categories(self) -> int:
@@ -202,7 +203,7 @@ def make_users(cfg: SyntheticConfig, cat: Catalogue, rng: np.random.Generator) -
         favourite_skus=favourite_skus,
         price_level=np.clip(segment_price[segment] + rng.normal(0, 10, n), 3, 96),
         start_day=np.where(rng.random(n) < 0.7, 0, rng.integers(0, cfg.days, n)),
-        base_rate=rng.lognormal(np.log(0.18), 0.8, n),
+        base_rate=rng.lognormal(np.log(0.18), 0.8, n) * cfg.activity,
         decay_days=np.exp(rng.uniform(np.log(15), np.log(300), n)) * segment_decay[segment],
         p_search=rng.beta(2, 5, n),
         p_cart=rng.beta(2, 6, n),
