@@ -1,4 +1,4 @@
-"""GRU autoencoder on CPU: does length bucketing pay, and what does each sequence embedder cost on the demo?
+"""GRU autoencoder on CPU or a GPU (--device): does length bucketing pay, and what does each sequence embedder cost on the demo?
 
 1. Training, at equal loss. The product path (``ReconstructionObjective`` on ``length_batches``: every batch padded
    only to its own longest user, output heads on real events only) against a straightforward implementation of the
@@ -12,7 +12,7 @@
 2. Inference: encoding every demo user in batches of ``inference_batch_size``, length-sorted vs padded to max_events.
 3. Full fits on the demo sequences with the shipped defaults: every GRU variant and the next-event transformer.
 
-    PYTHONPATH=. python bench/bench_gru.py [--users 2000] [--epochs 3] [--repeats 3] [--threads 1]
+    PYTHONPATH=. python bench/bench_gru.py [--users 2000] [--epochs 3] [--repeats 3] [--threads 1] [--device cpu]
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class PaddedReconstruction:
     tokens: RaggedTokens
     fields: tuple[str, ...]
     max_length: int
+    device: torch.device
     lengths: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,7 +74,7 @@ class PaddedReconstruction:
 
     def __call__(self, model: GRUAutoencoderNet, rows: np.ndarray) -> BatchOutcome:
         tokens, lengths = self.tokens.padded(rows)
-        tokens = F.pad(tokens, (0, 0, 0, self.max_length - tokens.shape[1]), value=PAD)
+        tokens = F.pad(tokens, (0, 0, 0, self.max_length - tokens.shape[1]), value=PAD).to(self.device, non_blocking=True)
         _, outputs = model(tokens, lengths)
         logits = {f: v.flatten(0, 1) for f, v in model.logits(outputs).items()}  # heads on every position
         return classification_outcome(logits, tokens.flatten(0, 1), {f: i for i, f in enumerate(self.fields)})
@@ -107,14 +108,14 @@ def vocabulary_sizes() -> tuple[int, ...]:
     return tuple(space.size(f) for f in CONFIG.fields)
 
 
-def training_run(method: str, users: int, epochs: int, threads: int, repeat: int) -> dict:
+def training_run(method: str, users: int, epochs: int, threads: int, repeat: int, device: str) -> dict:
     """One training run of ``method`` ('bucketed' or 'padded'); validation is scored identically for both."""
-    runtime = make_runtime("cpu", seed=SEED, threads=threads)
+    runtime = make_runtime(device, seed=SEED, threads=threads)
     tokens, max_length = sample_tokens(users)
     train_rows, valid_rows = split_rows(len(tokens), 0.1, SEED)
     real = ReconstructionObjective(tokens, CONFIG.fields, runtime.device)
-    objective = real if method == "bucketed" else PaddedReconstruction(tokens, CONFIG.fields, max_length)
-    model = new_model(vocabulary_sizes())
+    objective = real if method == "bucketed" else PaddedReconstruction(tokens, CONFIG.fields, max_length, runtime.device)
+    model = new_model(vocabulary_sizes()).to(runtime.device)
     recipe = CONFIG.recipe
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (recipe.warmup_steps + 1)))
@@ -152,17 +153,17 @@ def same_loss_check(users: int) -> float:
     rows = np.arange(min(len(tokens), 64))
     with torch.no_grad():
         bucketed = ReconstructionObjective(tokens, CONFIG.fields, torch.device("cpu"))(model, rows).loss
-        padded = PaddedReconstruction(tokens, CONFIG.fields, max_length)(model, rows).loss
+        padded = PaddedReconstruction(tokens, CONFIG.fields, max_length, torch.device("cpu"))(model, rows).loss
     return float(abs(bucketed - padded))
 
 
-def inference_run(threads: int) -> dict:
+def inference_run(threads: int, device: str) -> dict:
     """Encode every demo user: length-sorted batches (the product path) vs batches padded to max_events."""
-    make_runtime("cpu", seed=SEED, threads=threads)
+    runtime = make_runtime(device, seed=SEED, threads=threads)
     data = SequenceInput.load(DEMO)
     tokens = ragged_tokens(data, most_frequent(data.token_space(), CONFIG.vocabulary_limit), CONFIG.fields)
     max_length = int(read_manifest(DEMO)["spec"]["max_events"])
-    model = new_model(vocabulary_sizes()).eval()
+    model = new_model(vocabulary_sizes()).to(runtime.device).eval()
     size = CONFIG.inference_batch_size
     plans = {
         "bucketed": (length_batches(tokens.lengths, size), None),
@@ -171,12 +172,14 @@ def inference_run(threads: int) -> dict:
     result = {"users": len(tokens), "tokens": int(tokens.lengths.sum())}
     for method, (batches, pad_to) in plans.items():
         started = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), runtime.autocast():
             for rows in batches:
                 batch, lengths = tokens.padded(rows)
                 if pad_to is not None:
                     batch = F.pad(batch, (0, 0, 0, pad_to - batch.shape[1]), value=PAD)
-                model.encode(batch, lengths)
+                model.encode(batch.to(runtime.device, non_blocking=True), lengths)
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         result[method] = {
             "seconds": seconds,
@@ -187,10 +190,10 @@ def inference_run(threads: int) -> dict:
     return result
 
 
-def demo_fit(name: str, threads: int) -> dict:
-    """Fit one block's embedder with its shipped CPU defaults on the whole demo partition, then embed it."""
-    runtime = make_runtime("cpu", seed=SEED, threads=threads)
-    embedder = BLOCKS[name].build()
+def demo_fit(name: str, threads: int, device: str) -> dict:
+    """Fit one block's embedder with its shipped defaults for the device on the whole demo partition, then embed it."""
+    runtime = make_runtime(device, seed=SEED, threads=threads)
+    embedder = BLOCKS[name].build(device_type=runtime.device.type)
     started = time.perf_counter()
     fitted = embedder.fit(DEMO, runtime)
     fit_seconds = time.perf_counter() - started
@@ -250,9 +253,9 @@ def write_reports(report: dict) -> None:
     hw, s, inf = report["hardware"], report["training"]["summary"], report["inference"]
     b, p = s["bucketed"], s["padded"]
     lines = [
-        "# GRU autoencoder and next-event transformer on CPU",
+        f"# GRU autoencoder and next-event transformer on {hw['device']}",
         "",
-        f"Hardware: {hw['cpu_model']}, {hw['cores']} cores, {hw['threads']} torch thread(s), torch {hw['torch']}; "
+        f"Hardware: {hw['device']}; {hw['cpu_model']}, {hw['cores']} cores, {hw['threads']} torch thread(s), torch {hw['torch']}; "
         f"load average {hw['load_average_before']} before, {hw['load_average_after']} after (shared machine).",
         f"Data: {report['data']}.",
         "",
@@ -328,23 +331,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy shared 2-core machine")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (recorded in the report)")
     parser.add_argument("--fits", nargs="*", default=SEQUENCE_BLOCKS, help="blocks whose embedders to fit on the demo")
     args = parser.parse_args()
     load_before = load_average()
     runs = []
     for repeat in range(args.repeats):
         for method in ("bucketed", "padded"):
-            runs.append(in_child(training_run, method, args.users, args.epochs, args.threads, repeat))
+            runs.append(in_child(training_run, method, args.users, args.epochs, args.threads, repeat, args.device))
             print(method, repeat, f"{runs[-1]['curve'][-1]}", flush=True)
-    inference = in_child(inference_run, args.threads)
+    inference = in_child(inference_run, args.threads, args.device)
     print("inference", inference, flush=True)
     fits = []
     for name in args.fits:
-        fits.append(in_child(demo_fit, name, args.threads))
+        fits.append(in_child(demo_fit, name, args.threads, args.device))
         print("fit", name, fits[-1]["fit_seconds"], flush=True)
     stats = read_manifest(DEMO)["stats"]
     report = {
-        "hardware": describe(args.threads, load_before),
+        "hardware": {**describe(args.threads, load_before), "device": make_runtime(args.device).describe()["device_name"]},
         "data": (
             f"{DEMO} ({stats['users']} users, {stats['events_kept']} events, length p50 {stats['length_p50']}, "
             f"p90 {stats['length_p90']}, max {stats['length_max']})"
