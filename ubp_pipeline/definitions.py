@@ -24,7 +24,7 @@ from ubp_pipeline.settings import Settings
 
 def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
-        "warehouse": Warehouse(path=str(settings.warehouse_path)),
+        "warehouse": Warehouse(path=str(settings.warehouse_path), memory_limit=settings.warehouse_memory),
         "artifacts": ArtifactStore(root=str(settings.artifact_dir)),
         "source": EventSource(directory=str(settings.source_dir)),
         "torch_device": TorchDevice(threads=settings.torch_threads),

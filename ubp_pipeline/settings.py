@@ -31,6 +31,7 @@ class Settings:
     torch_threads: int = 0  # 0 = one per available core
     executor: str = "in_process"  # see ubp_pipeline/executors.py
     probe: str = "auto"  # the main job's backtest probe: auto (official; sampled users on a CPU), official or quick
+    warehouse_memory: str = ""  # DuckDB's memory limit ("" = 80 % of memory, at most 8 GiB)
 
     @property
     def last_day(self) -> date:
@@ -67,6 +68,7 @@ class Settings:
             torch_threads=int(env.get("UBP_TORCH_THREADS", 0)),
             executor=env.get("UBP_EXECUTOR", "in_process"),
             probe=env.get("UBP_PROBE", "auto"),
+            warehouse_memory=env.get("UBP_WAREHOUSE_MEMORY", ""),
         )
         if settings.last_day < settings.first_day:
             raise ValueError(f"UBP_LAST_DAY {settings.last_day} is before UBP_FIRST_DAY {settings.first_day}")

@@ -16,8 +16,9 @@ from ubp_pipeline.core.warehouse import ingest as ingest_module
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.core.warehouse.ingest import ReconciliationError, ingest_event_tables, ingest_product_properties
 from ubp_pipeline.core.warehouse.source_layout import SourceError, SourceLayout
-from ubp_pipeline.definitions import build_definitions
+from ubp_pipeline.definitions import build_definitions, default_resources
 from ubp_pipeline.runner import materialize
+from ubp_pipeline.settings import Settings
 
 DAY1, DAY2, DAY3 = date(2022, 7, 1), date(2022, 7, 2), date(2022, 7, 3)
 
@@ -253,3 +254,19 @@ def test_the_reconcile_check_recounts_the_committed_warehouse(tmp_path, monkeypa
     assert [e.asset_key.to_user_string() for e in failed] == ["raw_add_to_cart"]
     assert (failed[0].metadata["read_rows"].value, failed[0].metadata["accepted_rows"].value) == (1, 0)
     assert not (settings.artifact_dir / "user_sequences").exists()
+
+
+def _memory_limit_gib(con) -> float:
+    value, unit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0].split()
+    return float(value) * {"KiB": 2**-20, "MiB": 2**-10, "GiB": 1, "TiB": 2**10}[unit]
+
+
+def test_the_warehouse_memory_is_capped_unless_a_limit_is_given(tmp_path):
+    """Uncapped, DuckDB takes 80 % of the machine: ingest at challenge scale then held 19.5 GiB."""
+    with connect_warehouse(tmp_path / "capped.duckdb") as con:
+        assert 0 < _memory_limit_gib(con) <= 8
+    with connect_warehouse(tmp_path / "given.duckdb", memory_limit="1GiB") as con:
+        assert _memory_limit_gib(con) == 1
+    env = {"UBP_SOURCE_DIR": str(tmp_path / "source"), "UBP_HOME": str(tmp_path), "UBP_WAREHOUSE_MEMORY": "512MiB"}
+    with default_resources(Settings.from_env(env))["warehouse"].connect() as con:
+        assert _memory_limit_gib(con) == 0.5

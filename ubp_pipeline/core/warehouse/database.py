@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,14 @@ import duckdb
 from ubp_pipeline.core.common.sql import run_sql
 
 LOCK_WAIT_SECONDS = 600.0
+MEMORY_CAP_BYTES = 8 * 2**30
+
+
+def default_memory_limit() -> str:
+    """DuckDB's own default (80 % of the machine's memory), capped at 8 GiB. Uncapped, ingesting 125M events took
+    19.5 GiB on a 23 GiB machine; capped, DuckDB spilled and ingest ran as fast in 7.9 GiB (bench/results/scale.md)."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{min(MEMORY_CAP_BYTES, int(0.8 * physical)) // 2**20}MiB"
 
 
 def _connect_when_free(path: Path, read_only: bool, config: dict[str, str], wait: float) -> duckdb.DuckDBPyConnection:
@@ -39,17 +48,16 @@ def connect_warehouse(
     """Open the warehouse, creating its tables on first write.
 
     Timestamps are naive (TIMESTAMP, no zone): the input format has none, and an event's day must not shift with
-    the zone of whatever host runs the pipeline.
+    the zone of whatever host runs the pipeline. ``memory_limit`` (DuckDB units, e.g. "16GB") defaults to
+    ``default_memory_limit()``.
     """
     path = Path(path)
     if read_only and not path.exists():
         raise FileNotFoundError(f"warehouse {path} does not exist yet: ingest the raw events first")
     path.parent.mkdir(parents=True, exist_ok=True)
-    config: dict[str, str] = {}
+    config = {"memory_limit": memory_limit or default_memory_limit()}
     if threads:
         config["threads"] = str(threads)
-    if memory_limit:
-        config["memory_limit"] = memory_limit
     con = _connect_when_free(path, read_only, config, lock_wait_seconds)
     try:
         if not read_only:
