@@ -13,13 +13,12 @@ import json
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
 from hardware import cores, cpu_model, load_average, peak_rss_mib
+from stages import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,13 +110,6 @@ def same_sequences(duckdb_folder: Path, pandas_file: Path) -> bool:
 STAGES = {"ingest": stage_ingest, "sequences": stage_sequences, "pandas": stage_pandas}
 
 
-def _run_stage(name: str, *paths: Path) -> dict:
-    output = subprocess.run(
-        [sys.executable, __file__, "--stage", name, *map(str, paths)], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
 def _hardware() -> dict:
     return {"cpu": cpu_model(), "cores": cores(), "gpu": "none", "python": platform.python_version(), "load_average": load_average()}
 
@@ -135,9 +127,9 @@ def bench_size(target_events: int, repeats: int) -> dict:
     source_events = sum(summary.events.values())
     runs: dict[str, list[dict]] = {name: [] for name in STAGES}
     for _ in range(repeats):
-        runs["ingest"].append(_run_stage("ingest", folder / "source", folder / "warehouse.duckdb"))
-        runs["sequences"].append(_run_stage("sequences", folder / "warehouse.duckdb", folder / "sequences"))
-        runs["pandas"].append(_run_stage("pandas", folder / "source", folder / "pandas.parquet"))
+        runs["ingest"].append(run_stage(__file__, "ingest", folder / "source", folder / "warehouse.duckdb"))
+        runs["sequences"].append(run_stage(__file__, "sequences", folder / "warehouse.duckdb", folder / "sequences"))
+        runs["pandas"].append(run_stage(__file__, "pandas", folder / "source", folder / "pandas.parquet"))
     if not same_sequences(folder / "sequences", folder / "pandas.parquet"):
         raise RuntimeError("pandas and DuckDB wrote different sequences")
     shutil.rmtree(folder, ignore_errors=True)
