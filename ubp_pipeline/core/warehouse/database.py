@@ -17,8 +17,9 @@ MEMORY_CAP_BYTES = 8 * 2**30
 
 
 def default_memory_limit() -> str:
-    """DuckDB's own default (80 % of the machine's memory), capped at 8 GiB. Uncapped, ingesting 125M events took
-    19.5 GiB on a 23 GiB machine; capped, DuckDB spilled and ingest ran as fast in 7.9 GiB (bench/results/scale.md)."""
+    """DuckDB's own default (80 % of the machine's memory), capped at 8 GiB. Uncapped, ingesting 125M events held
+    19.5 GiB on a 23 GiB machine; capped, DuckDB spilled and took 7.9 GiB in the same time (one run each, README's
+    benchmark table)."""
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return f"{min(MEMORY_CAP_BYTES, int(0.8 * physical)) // 2**20}MiB"
 
