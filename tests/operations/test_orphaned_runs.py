@@ -13,6 +13,7 @@ import dagster as dg
 
 from tests.factories import stop_process_group, write_source
 from tests.operations.test_cli import BIN, _free_port, _without_venv
+from ubp_pipeline.cli import _ensure_dagster_home
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 
 UNFINISHED = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
@@ -46,9 +47,9 @@ def _ubp(args: list[str], tmp_path, log_name: str) -> subprocess.Popen:
 def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_start(tmp_path, monkeypatch):
     source = write_source(tmp_path / "src", {"page_visit": [(1, "2022-07-01 10:00:00", 5), (2, "2022-07-02 10:00:00", 6)]})
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    _ensure_dagster_home()  # the instance storage exists before the run, so the test never reads it half-created
     with connect_warehouse(tmp_path / "home" / "warehouse.duckdb"):  # holds the file: the run's first step waits on it
         killed = _ubp(["run", "--source", str(source)], tmp_path, "run.log")
-        _wait_for(lambda: (tmp_path / "dagster_home" / "history" / "runs.db").exists(), "a run", killed, tmp_path / "run.log")
         with dg.DagsterInstance.get() as instance:
             run = _wait_for(lambda: _started_step(instance), "a step start", killed, tmp_path / "run.log")
         os.killpg(killed.pid, signal.SIGKILL)
