@@ -148,6 +148,34 @@ def test_reingesting_bad_rows_does_not_duplicate_the_quarantine(tmp_path):
     assert _count(settings, "SELECT count(*) FROM quarantine") == first == 6
 
 
+def test_only_later_copies_of_an_event_are_refused_as_duplicates_in_file_order(tmp_path):
+    """The first copy (by file name, then row) is kept wherever the copies lie; a copy of a refused row keeps its own
+    reason; events that share a client and time but differ in payload are not duplicates."""
+    source = write_source(tmp_path / "src")
+    buys = {
+        "part-a": [(1, "2022-07-01 10:00:00", 10), (1, "2022-07-01 10:00:00", 11), (2, "2022-07-01 11:00:00", 999)],
+        "part-b": [(1, "2022-07-01 10:00:00", 10), (1, "2022-07-01 10:00:00", 10), (2, "2022-07-01 11:00:00", 999)],
+    }
+    (source / "product_buy.parquet").unlink()
+    for name, rows in buys.items():
+        write_table(source / "product_buy", name, event_frame("product_buy", rows))
+    with connect_warehouse(tmp_path / "w.duckdb") as con:
+        ingest_product_properties(con, SourceLayout(source))
+        (report,) = ingest_event_tables(con, SourceLayout(source), ["product_buy"], DAY1, DAY1).values()
+        refused = con.execute(
+            "SELECT regexp_extract(source_file, 'part-.'), source_row, reason FROM quarantine ORDER BY ALL"
+        ).fetchall()
+        kept = con.execute("SELECT client_id, sku FROM events ORDER BY ALL").fetchall()
+    assert refused == [
+        ("part-a", 2, "unknown_sku"),
+        ("part-b", 0, "duplicate"),
+        ("part-b", 1, "duplicate"),
+        ("part-b", 2, "unknown_sku"),
+    ]
+    assert kept == [(1, 10), (1, 11)]
+    assert (report.read_rows, report.accepted_rows, report.quarantined_rows) == (6, 2, 4)
+
+
 def test_bad_catalogue_rows_are_quarantined(tmp_path):
     catalogue = pd.DataFrame(
         {"sku": [10, 10, 11, 12], "category": [1, 1, 1, 2], "price": [5, 5, 150, 7], "name": [codes(1), codes(1), codes(2), "oops"]}
