@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -72,11 +73,18 @@ def build_sequences(
         )
     lengths: list[np.ndarray] = []
     with atomic_dir(out_dir) as tmp:
-        with pq.ParquetWriter(tmp / SEQUENCES_FILE, SEQUENCE_SCHEMA) as writer:
+        with pq.ParquetWriter(tmp / SEQUENCES_FILE, SEQUENCE_SCHEMA) as writer, ThreadPoolExecutor(1) as background:
+            # Encoding parquet takes as long as reading and packing: the writer encodes one batch while the next is
+            # read (both release the GIL), and at most one batch waits, so memory stays at two batches.
+            written = None
             for events in _complete_users(relation.to_arrow_reader(batch_rows)):
                 packed = pack_sequences(events, spec.max_events)
                 lengths.append(packed["n_events"].to_numpy())
-                writer.write_table(packed)
+                if written is not None:
+                    written.result()
+                written = background.submit(writer.write_table, packed)
+            if written is not None:
+                written.result()
         run_sql(
             con,
             "sequences/sequence_vocabulary",
