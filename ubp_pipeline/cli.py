@@ -60,15 +60,18 @@ def _use_source(source: Path) -> None:
 
 def _ensure_dagster_home() -> None:
     """Create the Dagster home and its instance storage once, under a lock: `ubp` commands started together on a
-    fresh home would otherwise race to create the same SQLite tables. Runs that a killed `ubp` left behind are
-    failed here, before anything new starts."""
+    fresh home would otherwise race to create the same SQLite tables (and, on PostgreSQL, the warehouse pool's
+    limit). Runs that a killed `ubp` left behind are failed here, before anything new starts."""
     import dagster as dg
+
+    from ubp_pipeline.runner import ensure_pools
 
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path("dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)
     with open(home / INIT_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         with dg.DagsterInstance.get() as instance:
+            ensure_pools(instance)
             _fail_orphaned_runs(instance)
 
 

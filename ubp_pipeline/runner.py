@@ -13,6 +13,9 @@ import socket
 from datetime import date
 
 import dagster as dg
+from sqlalchemy.exc import DBAPIError
+
+from ubp_pipeline.resources import DUCKDB_POOL
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -43,6 +46,7 @@ def materialize(
     log_level: str = "INFO",
 ) -> RunResult:
     """Run the selected assets with the definitions' resources; a range becomes one run (single-run backfill)."""
+    ensure_pools(instance)
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})}
     tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     if partition_range is not None:
@@ -72,6 +76,22 @@ def materialize(
     if raise_on_error and not result.success:
         raise dg.DagsterError(f"run {result.run_id} of {selection} failed (executor {defs.executor.name})")
     return result
+
+
+def ensure_pools(instance: dg.DagsterInstance) -> None:
+    """Create the warehouse pool's limit (the instance's default) before any step claims the pool. Dagster creates it
+    at the first claim, and on PostgreSQL two runs claiming it first at the same moment make one run fail: its
+    insert loses the race and aborts the transaction that its fallback update then runs in (dagster#33552)."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits or instance.global_op_concurrency_default_limit is None:
+        return
+    if DUCKDB_POOL in storage.get_concurrency_keys():
+        return
+    try:
+        storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
+    except DBAPIError:
+        if DUCKDB_POOL not in storage.get_concurrency_keys():  # not another process creating it first
+            raise
 
 
 def materialize_job() -> dg.JobDefinition:

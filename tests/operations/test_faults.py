@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+import pytest
 
 from tests.conftest import TINY
 from tests.factories import settings_for
@@ -70,7 +71,10 @@ def ingest_both_halves_at_once(tiny_source, tmp_path) -> None:
     halves = [("2022-06-23", "2022-07-02"), ("2022-07-03", "2022-07-13")]
     runs = [_launch(tmp_path, tiny_source, "group:ingest", first, last) for first, last in halves]
     outputs = [run.communicate(timeout=300)[0] for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
+    failed = [f"run {i} exited {run.returncode}:\n{out[-6000:]}" for i, (run, out) in enumerate(zip(runs, outputs))
+              if run.returncode]
+    if failed:
+        pytest.fail("\n\n".join(failed), pytrace=False)  # in full: an assert's message would be cut to a few lines
     source_rows = len(pd.read_parquet(tiny_source / "page_visit.parquet"))
     with connect_warehouse(tmp_path / "home" / "warehouse.duckdb", read_only=True) as con:
         stored = con.execute("SELECT count(*) FROM events WHERE event_type = 'page_visit'").fetchone()[0]
