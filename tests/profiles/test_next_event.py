@@ -60,7 +60,7 @@ def test_a_users_vector_does_not_depend_on_its_batch(trained, tiny_sequences):
     _, fitted = trained
     net = load_net_weights(NextEventTransformer(NextEventTransformerConfig(**fitted.config["net"])), fitted.state)
     data = SequenceInput.load(tiny_sequences["train"])
-    _, tokens = product_event_tokens(data, data.token_space(), SMALL.max_len)
+    _, tokens = product_event_tokens(data, data.token_space(), SMALL.max_len, SMALL.input_fields)
     order = np.argsort(-tokens.lengths)
     rows = order[[0, len(order) // 4, len(order) // 2, -1]]
 
@@ -72,3 +72,18 @@ def test_a_users_vector_does_not_depend_on_its_batch(trained, tiny_sequences):
         together = last_states(rows)
         alone = torch.cat([last_states(rows[i : i + 1]) for i in range(len(rows))])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_next_sku_block_learns_the_next_sku_and_embeds_what_it_read(tiny_sequences, runtime):
+    """The same transformer configured to read and predict skus: planted users return to a few favourite skus and
+    buy what they carted, so the next sku beats the most frequent one; the stored model embeds with its own fields."""
+    embedder = BLOCKS["next_sku"].build(SMALL_OVERRIDES)
+    fitted = embedder.fit(tiny_sequences["train"], runtime)
+    verdicts = {v.field: v for v in field_verdicts(fitted.history, fitted.config["best_epoch"])}
+    assert set(verdicts) == {"sku", "category"}
+    assert all(v.learned for v in verdicts.values()), verdicts
+    assert verdicts["sku"].accuracy > 2 * verdicts["sku"].majority
+    assert fitted.config["net"]["fields"][0] == "sku"
+    embeddings = embedder.embed(fitted, tiny_sequences["later"], runtime)
+    np.testing.assert_array_equal(embeddings.client_ids, clients_with_product_events(tiny_sequences["later"]))
+    assert np.isfinite(embeddings.vectors).all() and embeddings.vectors.std(axis=0).min() > 0

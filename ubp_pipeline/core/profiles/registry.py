@@ -110,6 +110,22 @@ BLOCKS: dict[str, BlockSpec] = {
             predicts_fields=True,
         ),
         BlockSpec(
+            "next_sku",
+            "ubp_pipeline.core.profiles.embedders.next_event:NextEventEmbedder",
+            input_asset="user_sequences",
+            params={
+                "input_fields": ("sku", "category", "event_type", "price", "days_ago"),
+                "target_fields": ("sku", "category"),
+                "vocabulary_limit": 1_000, "max_epochs": 6, "patience": 2,
+            },
+            gpu_params={**METHOD_RECIPE, "vocabulary_limit": 5_000, "n_layers": 4, "batch_size": 128, "max_epochs": 20,
+                        "patience": 3},
+            description="Causal transformer over product events predicting the next sku and category.",
+            distributable=True,
+            predicts_fields=True,
+            in_default_profile=False,  # until an ablation shows it raises the ensemble
+        ),
+        BlockSpec(
             "statistics",
             "ubp_pipeline.core.profiles.embedders.statistics:StatisticsEmbedder",
             input_asset="stat_features",

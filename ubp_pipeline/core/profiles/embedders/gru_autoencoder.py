@@ -25,7 +25,6 @@ from ubp_pipeline.core.profiles.embedders.training import (
     classification_outcome,
     train_with_early_stopping,
 )
-from ubp_pipeline.core.sequences.vocabulary import Vocabulary
 from ubp_pipeline.models.gru_autoencoder import GRUAutoencoderNet, GRUAutoencoderNetConfig
 
 PRODUCT_FIELDS = ("event_type", "category", "price", "sku", "url")
@@ -71,13 +70,6 @@ class ReconstructionObjective:
         return {f: events[:, i] for i, f in enumerate(self.fields)}
 
 
-def most_frequent(space: TokenSpace, limit: int) -> TokenSpace:
-    """The same token space with every vocabulary cut to its ``limit`` most frequent values: output heads cost
-    ``hidden_dim`` x vocabulary per event, the bulk of a step on CPU."""
-    vocabularies = {name: Vocabulary(name, v.values[:limit]) for name, v in space.vocabularies.items()}
-    return TokenSpace(vocabularies, space.lookback_days)
-
-
 def ragged_tokens(data: SequenceInput, space: TokenSpace, fields: tuple[str, ...]) -> RaggedTokens:
     return RaggedTokens.from_fields(space.tokenize(data.sequences, data.as_of_day, fields), data.sequences.offsets)
 
@@ -90,7 +82,7 @@ class GRUAutoencoderEmbedder(Embedder):
 
     def fit(self, folder: Path, runtime: TorchRuntime, on_epoch: EpochCallback | None = None) -> FittedEmbedder:
         data = SequenceInput.load(folder)
-        space = most_frequent(data.token_space(), self.config.vocabulary_limit)
+        space = data.token_space().most_frequent(self.config.vocabulary_limit)
         fields = tuple(self.config.fields)
         net_config = GRUAutoencoderNetConfig(
             fields=fields,

@@ -2,7 +2,8 @@
 
 Only product events (add_to_cart, remove_from_cart, product_buy) are read, the last ``max_len`` per user; users
 without any are not embedded (the profile imputes them). Users with at least two product events train the model:
-at every position it predicts the next event's category, event type and price bucket.
+at every position it predicts the next event's target fields (by default category, event type and price bucket;
+the registry's next_sku block reads and predicts the sku too).
 """
 
 from __future__ import annotations
@@ -28,9 +29,6 @@ from ubp_pipeline.core.profiles.embedders.training import (
 from ubp_pipeline.core.warehouse.events import EVENT_CODE, PRODUCT_EVENT_TYPES
 from ubp_pipeline.models.next_event_transformer import NextEventTransformer, NextEventTransformerConfig
 
-INPUT_FIELDS = ("category", "event_type", "price", "days_ago")
-TARGET_FIELDS = ("category", "event_type", "price")
-TARGET_COLUMNS = {f: INPUT_FIELDS.index(f) for f in TARGET_FIELDS}
 _PRODUCT_CODES = [EVENT_CODE[t] for t in PRODUCT_EVENT_TYPES]
 
 
@@ -38,6 +36,9 @@ _PRODUCT_CODES = [EVENT_CODE[t] for t in PRODUCT_EVENT_TYPES]
 class NextEventConfig:
     """The CPU size; the registry's ``gpu_params`` give the method's (4 layers, 4 heads, width 128) on CUDA."""
 
+    input_fields: tuple[str, ...] = ("category", "event_type", "price", "days_ago")
+    target_fields: tuple[str, ...] = ("category", "event_type", "price")  # of the next event, each among the inputs
+    vocabulary_limit: int | None = None  # most frequent values of a field with their own token (None: all of them)
     max_len: int = 64
     d_model: int = 128
     n_heads: int = 4
@@ -47,8 +48,11 @@ class NextEventConfig:
     inference_batch_size: int = 1024
 
 
-def product_event_tokens(data: SequenceInput, space: TokenSpace, max_len: int) -> tuple[np.ndarray, RaggedTokens]:
-    """(rows of the users with product events, their last ``max_len`` product events as tokens), users in order."""
+def product_event_tokens(
+    data: SequenceInput, space: TokenSpace, max_len: int, fields: tuple[str, ...]
+) -> tuple[np.ndarray, RaggedTokens]:
+    """(rows of the users with product events, their last ``max_len`` product events as ``fields`` tokens), users in
+    order."""
     sequences = data.sequences
     owner = np.repeat(np.arange(len(sequences)), sequences.lengths)
     product = np.flatnonzero(np.isin(sequences.event_type, _PRODUCT_CODES))
@@ -57,17 +61,18 @@ def product_event_tokens(data: SequenceInput, space: TokenSpace, max_len: int) -
     kept = product[ends[owner[product]] - np.arange(len(product)) <= max_len]  # 1 = the user's newest product event
     users = np.flatnonzero(per_user)
     offsets = np.concatenate([[0], np.cumsum(np.minimum(per_user[users], max_len))])
-    tokens = space.tokenize(sequences, data.as_of_day, INPUT_FIELDS)
-    return users, RaggedTokens.from_fields({f: tokens[f][kept] for f in INPUT_FIELDS}, offsets)
+    tokens = space.tokenize(sequences, data.as_of_day, fields)
+    return users, RaggedTokens.from_fields({f: tokens[f][kept] for f in fields}, offsets)
 
 
 @dataclass
 class NextEventObjective:
-    """Summed cross-entropy of the next event's category, event type and price bucket at every position that has
-    a next event. Trains on the sequences ``rows`` of ``tokens`` (those with two or more events)."""
+    """Summed cross-entropy of the next event's target fields (``targets``: field -> token column) at every position
+    that has a next event. Trains on the sequences ``rows`` of ``tokens`` (those with two or more events)."""
 
     tokens: RaggedTokens
     rows: np.ndarray
+    targets: dict[str, int]
     device: torch.device
     lengths: np.ndarray = field(init=False)
 
@@ -80,11 +85,11 @@ class NextEventObjective:
         hidden = model(tokens)
         has_next = torch.arange(tokens.shape[1] - 1, device=self.device) < (lengths - 1)[:, None]
         logits = model.next_event_logits(hidden[:, :-1][has_next])
-        return classification_outcome(logits, tokens[:, 1:][has_next], TARGET_COLUMNS)
+        return classification_outcome(logits, tokens[:, 1:][has_next], self.targets)
 
     def target_tokens(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         events = self.tokens.events(self.rows[rows], from_step=1).numpy()
-        return {f: events[:, i] for f, i in TARGET_COLUMNS.items()}
+        return {f: events[:, i] for f, i in self.targets.items()}
 
 
 class NextEventEmbedder(Embedder):
@@ -95,19 +100,21 @@ class NextEventEmbedder(Embedder):
 
     def fit(self, folder: Path, runtime: TorchRuntime, on_epoch: EpochCallback | None = None) -> FittedEmbedder:
         data = SequenceInput.load(folder)
-        space = data.token_space()
+        space = data.token_space().most_frequent(self.config.vocabulary_limit)
+        fields, targets = tuple(self.config.input_fields), tuple(self.config.target_fields)
         net_config = NextEventTransformerConfig(
-            fields=INPUT_FIELDS,
-            vocabulary_sizes=tuple(space.size(f) for f in INPUT_FIELDS),
-            target_fields=TARGET_FIELDS,
+            fields=fields,
+            vocabulary_sizes=tuple(space.size(f) for f in fields),
+            target_fields=targets,
             max_len=self.config.max_len,
             d_model=self.config.d_model,
             n_heads=self.config.n_heads,
             n_layers=self.config.n_layers,
             dropout=self.config.dropout,
         )
-        _, tokens = product_event_tokens(data, space, self.config.max_len)
-        objective = NextEventObjective(tokens, np.flatnonzero(tokens.lengths >= 2), runtime.device)
+        _, tokens = product_event_tokens(data, space, self.config.max_len, fields)
+        columns = {f: fields.index(f) for f in targets}
+        objective = NextEventObjective(tokens, np.flatnonzero(tokens.lengths >= 2), columns, runtime.device)
         torch.manual_seed(runtime.seed)
         net = NextEventTransformer(net_config).to(runtime.device)
         trained = train_with_early_stopping(net, objective, self.config.recipe, runtime, on_epoch, "next_event")
@@ -121,7 +128,7 @@ class NextEventEmbedder(Embedder):
         net = load_net_weights(NextEventTransformer(net_config), fitted.state).to(runtime.device)
         space = token_space_of(fitted.state, fitted.config["lookback_days"])
         data = SequenceInput.load(folder)
-        users, tokens = product_event_tokens(data, space, net_config.max_len)
+        users, tokens = product_event_tokens(data, space, net_config.max_len, tuple(net_config.fields))
         vectors = np.empty((len(users), net_config.d_model), dtype=np.float32)
         for rows in length_batches(tokens.lengths, self.config.inference_batch_size):
             batch, lengths = tokens.padded(rows)

@@ -39,6 +39,14 @@ class TokenSpace:
             "weeks_ago": self.lookback_days // 7 + 1,
         }[field]
 
+    def most_frequent(self, limit: int | None) -> TokenSpace:
+        """The same space with every vocabulary cut to its ``limit`` most frequent values (None: uncut). Output heads
+        cost width x vocabulary per event, the bulk of a step on CPU."""
+        if limit is None:
+            return self
+        vocabularies = {name: Vocabulary(name, v.values[:limit]) for name, v in self.vocabularies.items()}
+        return TokenSpace(vocabularies, self.lookback_days)
+
     def tokenize(self, sequences: UserSequences, as_of_day: int, fields: tuple[str, ...] = FIELDS) -> dict[str, np.ndarray]:
         """Flat int64 ids per field, aligned with the events of ``sequences`` (``as_of_day`` = day index of the cut)."""
         is_product = np.isin(sequences.event_type, _PRODUCT_CODES)
