@@ -8,7 +8,7 @@ import torch
 
 from ubp_pipeline.core.profiles.embedders.base import FittedEmbedder
 from ubp_pipeline.core.profiles.embedders.fitted_state import load_net_weights
-from ubp_pipeline.core.profiles.embedders.gru_autoencoder import most_frequent, ragged_tokens
+from ubp_pipeline.core.profiles.embedders.gru_autoencoder import ragged_tokens
 from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
 from ubp_pipeline.core.profiles.embedders.training import field_verdicts
 from ubp_pipeline.core.profiles.registry import BLOCKS
@@ -53,7 +53,7 @@ def test_a_users_vector_does_not_depend_on_its_batch(day_event, tiny_sequences):
     _, fitted = day_event
     net = load_net_weights(GRUAutoencoderNet(GRUAutoencoderNetConfig(**fitted.config["net"])), fitted.state)
     data = SequenceInput.load(tiny_sequences["train"])
-    tokens = ragged_tokens(data, most_frequent(data.token_space(), 1_000), tuple(fitted.config["net"]["fields"]))
+    tokens = ragged_tokens(data, data.token_space().most_frequent(1_000), tuple(fitted.config["net"]["fields"]))
     order = np.argsort(-tokens.lengths)
     rows = order[[0, len(order) // 4, len(order) // 2, -1]]  # longest, shortest and between in one batch
     with torch.no_grad():
