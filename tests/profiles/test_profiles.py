@@ -104,7 +104,7 @@ def test_a_profile_uses_the_newest_selection_whose_evidence_ended_by_its_day(tmp
     names, why = choose_blocks([], tmp_path, date(2022, 7, 2))
     assert names == default_blocks() and why["source"].startswith("the default blocks")
     assert "text_codes" in BLOCKS and "text_codes" not in names  # opt-in: pinned or selected only
-    assert why["opt_in_blocks_not_used"] == ["text_codes"]
+    assert why["opt_in_blocks_not_used"] == [name for name, spec in BLOCKS.items() if not spec.in_default_profile]
 
 
 def test_the_whole_graph_materializes_valid_profiles_through_dagster(tiny_defs, tiny_settings, instance, tiny_source):
