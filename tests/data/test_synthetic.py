@@ -97,8 +97,8 @@ def test_activity_decays_at_the_planted_rate_and_follows_the_week(data):
     slow = (visits["decay_days"] > 150) & (visits["start_day"] == 0)
     late_share = lambda mask: (day[mask] >= CONFIG.days // 2).mean()  # noqa: E731
     assert late_share(fast) < 0.2 < late_share(slow)
-    weekday = visits["timestamp"].dt.dayofweek
-    per_weekday = visits.groupby(weekday).size() / pd.Series(pd.date_range(CONFIG.start, periods=CONFIG.days).dayofweek).value_counts().sort_index()
+    weekday = visits["timestamp"].dt.day_of_week
+    per_weekday = visits.groupby(weekday).size() / pd.Series(pd.date_range(CONFIG.start, periods=CONFIG.days).day_of_week).value_counts().sort_index()
     assert per_weekday[[5, 6]].mean() / per_weekday[[0, 1, 2, 3]].mean() > 1.15
 
 
