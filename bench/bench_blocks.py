@@ -2,8 +2,8 @@
 
 Generates a set in the challenge layout (another seed and size than the demo), ingests it, builds the sequences and
 statistics of the backtest day D (the newest day with a complete 28-day future) and the targets after it, trains
-every block on D (the CPU recipe of the registry) and scores, with the official 2048-wide probe on a sample of the
-relevant users: the default ensemble (also with every block at equal mean norm, and with blocks reweighted by
+the default blocks and those named by --ablate on D (the CPU recipe of the registry) and scores, with the official
+2048-wide probe on a sample of the relevant users: the default ensemble (also with every block at equal mean norm, and with blocks reweighted by
 --scale), each block alone, every pair of default blocks (--pairs), the ensemble without (a default block) or with
 (an opt-in block) each block named by --ablate, and the aggregated baselines. Every score has a 95 % bootstrap
 interval over users; every row's paired difference to the ensemble is marked where it lies beyond noise. Writes
@@ -57,10 +57,13 @@ from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 RESULTS = Path(__file__).parent / "results"
 
 
-def train_blocks(day_inputs: dict[str, Path], models: Path, day: str, runtime, log) -> tuple[dict[str, BlockVectors], list[dict]]:
-    """Every registry block trained and embedded on one day; a block whose model learned nothing is left out."""
+def train_blocks(
+    names: list[str], day_inputs: dict[str, Path], models: Path, day: str, runtime, log
+) -> tuple[dict[str, BlockVectors], list[dict]]:
+    """The blocks ``names`` trained and embedded on one day; a block whose model learned nothing is left out."""
     vectors, trained = {}, []
-    for name, spec in BLOCKS.items():
+    for name in names:
+        spec = BLOCKS[name]
         folder = day_inputs[spec.input_asset]
         block = train_block(spec, folder, models / name, runtime, day)
         trained.append({"block": name, "seconds": block.provenance["training_seconds"], "learned": block.learned,
@@ -163,7 +166,8 @@ def main() -> None:
             targets = build_targets(con, day, last_day, work / "targets")
             prepared = time.perf_counter() - started
             inputs = {"user_sequences": work / "user_sequences", "stat_features": work / "stat_features"}
-            vectors, trained = train_blocks(inputs, work / "models", day.isoformat(), runtime, print)
+            names = [*default_blocks(), *[n for n in args.ablate if n not in default_blocks()]]
+            vectors, trained = train_blocks(names, inputs, work / "models", day.isoformat(), runtime, print)
             clients = load_relevant_clients(layout, fallback=[v.client_ids for v in vectors.values()])
             settings, sampled = probe_plan("official", "cpu", len(clients), args.sample_users, seed=0)
             clients = clients if sampled is None else clients[sampled]

@@ -147,6 +147,17 @@ BLOCKS: dict[str, BlockSpec] = {
             description="ALS user factors over user x url (page visits).",
         ),
         BlockSpec(
+            "hybrid_items",
+            "ubp_pipeline.core.profiles.embedders.hybrid_items:HybridItemsEmbedder",
+            input_asset="user_sequences",
+            description="LightFM-style hybrid factorisation: a user is the weighted mean of the (sku, category, price) "
+            "vectors of the products they handled, trained to predict the fields of their newest product events.",
+            predicts_fields=True,
+            # within noise of the ensemble in total, below it on conversion and sku propensity beyond noise
+            # (bench/results/blocks_seed11_8000_hybrid_items.md)
+            in_default_profile=False,
+        ),
+        BlockSpec(
             "text_codes",
             "ubp_pipeline.core.profiles.embedders.text_codes:TextCodesEmbedder",
             input_asset="user_sequences",

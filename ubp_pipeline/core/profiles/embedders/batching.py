@@ -50,8 +50,12 @@ class RaggedTokens:
         """The tokens of sequences ``rows`` concatenated (n, n_fields), each from its ``from_step``-th event on."""
         starts = self.offsets[rows] + from_step
         lengths = np.maximum(self.offsets[np.asarray(rows) + 1] - starts, 0)
-        index = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-        return self.tokens[torch.from_numpy(index)]
+        return self.tokens[torch.from_numpy(flat_ranges(starts, lengths))]
+
+
+def flat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The concatenation of ``range(start, start + count)`` for each pair, without a Python loop."""
+    return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
 
 
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
