@@ -29,7 +29,7 @@ from ubp_pipeline.core.recommender.item_sequences import LeaveOneOutSplit, leave
 from ubp_pipeline.core.recommender.sae_training import SAETrainingConfig
 from ubp_pipeline.core.recommender.sasrec_training import SASRecTrainingConfig
 from ubp_pipeline.core.recommender.stages import annotate_layer, train_dictionary, train_recommender
-from ubp_pipeline.core.recommender.steering import STRENGTH_GRID, steering_report, steering_summary
+from ubp_pipeline.core.recommender.steering import REFINE_STEPS, STRENGTH_GRID, steering_report, steering_summary
 from ubp_pipeline.data.movielens import load_movielens_100k
 from ubp_pipeline.models.sae import SAEConfig
 from ubp_pipeline.models.sasrec import SASRecConfig
@@ -75,6 +75,10 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> d
         model, dictionary.sae, dictionary.fit.layer, annotations.sae_features, split.test, device=runtime.device
     )
     steering_wall = time.perf_counter() - started
+    by_annotation = steering_report(
+        model, dictionary.sae, dictionary.fit.layer, annotations.sae_features, split.test, modes=("add", "clamp"),
+        select_by="annotation", device=runtime.device,
+    )  # fmt: skip
     trained = recommender.trained
     return {
         "seed": seed,
@@ -93,15 +97,25 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> d
         },
         "readability": annotations.comparison_by_subject.reset_index(names="family").to_dict(orient="records"),
         "steering": steering.to_dict(orient="records"),
-        "steering_summary": steering_summary(steering),
+        "steering_summary": tidy_summary(steering, "output") + tidy_summary(by_annotation, "annotation"),
         "top_features": top_features(annotations.sae_features).to_dict(orient="records"),
         "wall_seconds": {
             "SASRec + baselines (training incl. per-epoch validation)": sasrec_wall,
             "SAE (hidden states, training, held-out metrics, splice fidelity)": sae_wall,
             "annotation (SAE + hidden dims, current + next item, held-out tokens)": annotation_wall,
-            "steering report (calibrated, add + clamp)": steering_wall,
+            "steering report (calibrated, add + clamp + label bias)": steering_wall,
         },
     }
+
+
+def tidy_summary(report: pd.DataFrame, selection: str) -> list[dict]:
+    """``steering_summary``'s flat figures as one row per mode, labelled with how the features were chosen."""
+    summary = steering_summary(report)
+    return [
+        {"selection": selection, "mode": mode}
+        | {key.removeprefix(f"{mode}_"): value for key, value in summary.items() if key.startswith(f"{mode}_")}
+        for mode in report["mode"].unique()
+    ]
 
 
 def top_features(annotations: pd.DataFrame, n: int = 12) -> pd.DataFrame:
@@ -131,7 +145,8 @@ def summarise(runs: list[dict]) -> dict[str, pd.DataFrame]:
         ]
     )  # fmt: skip
     readability = median_table(runs, "readability", READABILITY, ["subject", "family"])
-    steering = pd.DataFrame([run["steering_summary"] for run in runs]).median().to_frame().T
+    steering = pd.DataFrame([row for run in runs for row in run["steering_summary"]])
+    steering = steering.groupby(["selection", "mode"], sort=False).median().reset_index()
     cost = pd.DataFrame([run["wall_seconds"] for run in runs]).median().rename("wall_seconds").reset_index()
     return {
         "quality": pd.concat([quality, spliced], ignore_index=True),
@@ -148,7 +163,7 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict) ->
         tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
     hw, seeds = report["hardware"], report["repeats"]
     steering = pd.DataFrame(first["steering"])[
-        ["feature", "label", "mode", "strength_multiple", "share_before", "share_after", "reached_target",
+        ["feature", "label", "output_auroc", "mode", "strength_multiple", "share_before", "share_after", "reached_target",
          "ndcg@10_before", "ndcg@10_after", "relative_ndcg_cost"]
     ]  # fmt: skip
     served = ", ".join(f"seed {run['seed']}: {run['served_model']}" for run in report["runs"])
@@ -192,10 +207,16 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict) ->
         "",
         "## Steering with per-feature calibrated strength",
         "",
-        "For the most monosemantic feature of each label: the smallest multiple of its largest activation (grid "
-        f"{', '.join(f'{m:g}' for m in STRENGTH_GRID)}) that doubles the label's share of the top-10 (at least 2 items in 10, at most all 10), added "
+        "Each label is steered by the feature whose measured effect on the item scores best separates the label's "
+        "items (output AUROC; selection 'output'), or, for comparison, by the most monosemantic feature carrying "
+        "the label (selection 'annotation'): the smallest multiple of its largest activation (grid "
+        f"{', '.join(f'{m:g}' for m in STRENGTH_GRID)}, then {REFINE_STEPS} geometric bisections towards the grid "
+        "multiple below) that doubles the label's share of the top-10 (at least 2 items in 10, at most all 10), added "
         "along the decoder direction or clamped, at the last position; NDCG@10 on all 943 users' test items. "
-        f"Summary = medians over {seeds} seed(s):",
+        "label_bias is the reference: the same search for a bonus added to the SASRec score of every item of the "
+        "label (unit: the median over users of the deviation of their scores), the concept direction no feature can "
+        f"beat. Summary = medians over {seeds} seed(s), share_reaching_target_within_10%_cost = the share of "
+        "labels whose top-10 share doubled at no more than 10 % relative NDCG@10 cost:",
         "",
         markdown_table(tables["steering_summary"]),
         "",

@@ -188,7 +188,7 @@ def _export(args: argparse.Namespace) -> None:
 def _recommend(args: argparse.Namespace) -> None:
     """Top-k skus for one client from the served model (SASRec, a baseline that beat it, or their blend), before and
     after steering through SAE features, optionally with the features behind each recommendation."""
-    from ubp_pipeline.assets.interpretability import SAE_DICTIONARY, SAE_FEATURE_ANNOTATIONS
+    from ubp_pipeline.assets.interpretability import SAE_DICTIONARY, SAE_FEATURE_ANNOTATIONS, STEERING_REPORT
     from ubp_pipeline.assets.recommender import SASREC_MODEL
     from ubp_pipeline.assets.sequences import USER_SEQUENCES
     from ubp_pipeline.core.recommender.serving import SteeringRequest, newest_partition, recommend_for_client
@@ -207,6 +207,7 @@ def _recommend(args: argparse.Namespace) -> None:
             k=args.k,
             clamp=args.clamp,
             explain=args.explain,
+            steering_dir=artifacts / STEERING_REPORT,
         )
     except FileNotFoundError as error:
         sys.exit(f"{error}\nmaterialize the recommender first: `ubp demo` and `ubp run` do (assets group:recommender)")
@@ -222,8 +223,9 @@ def _recommend(args: argparse.Namespace) -> None:
     for resolved in result.steerings:
         steering = resolved.steering
         print(
-            f"steering feature {steering.feature} ({resolved.label}, monosemanticity {resolved.monosemanticity:.2f}):"
-            f" {steering.mode} {steering.strength:.3g} = {resolved.multiple:g}x its largest activation"
+            f"steering toward {resolved.target} by feature {steering.feature} (annotated {resolved.label}, "
+            f"monosemanticity {resolved.monosemanticity:.2f}): {steering.mode} {steering.strength:.3g} = "
+            f"{resolved.multiple:g}x its largest activation"
         )
     before = result.before["name"].tolist()
     width = max(map(len, before)) + 3
@@ -233,9 +235,9 @@ def _recommend(args: argparse.Namespace) -> None:
         mark = "* " if steered not in before else "  "
         print(f"{rank:>4}  {plain:<{width}}{'' if result.after is None else mark + steered}".rstrip())
     for resolved in result.steerings:
-        attribute, _, value = resolved.label.partition(":")
+        attribute, _, value = resolved.target.partition(":")
         counts = [int((frame[attribute] == value).sum()) for frame in (result.before, result.after)]
-        print(f"{resolved.label} in the top {args.k}: {counts[0]} before, {counts[1]} after steering")
+        print(f"{resolved.target} in the top {args.k}: {counts[0]} before, {counts[1]} after steering")
     if result.explanation is not None:
         steered = "" if result.after is None else " (after steering)"
         print(f"why{steered}: SAE features at the last position, score drop when each is removed")

@@ -12,6 +12,7 @@ from ubp_pipeline.assets.sequences import USER_SEQUENCES
 from ubp_pipeline.core.common.checkpoint import CONFIG_FILE
 from ubp_pipeline.core.common.sql import run_sql
 from ubp_pipeline.core.profiles.assembly import MANIFEST_FILE
+from ubp_pipeline.core.recommender.steering import LABEL_BIAS
 from ubp_pipeline.core.recommender.store import COMPARISON_FILE, STEERING_FILE, load_steering_report
 from ubp_pipeline.core.sequences.user_sequences import read_manifest
 from ubp_pipeline.core.warehouse.database import connect_warehouse
@@ -119,11 +120,13 @@ def _print_recommender(settings: Settings) -> None:
     if steering.empty:
         print("  steering: no feature fired often enough to steer by")
         return
-    best = steering.loc[(steering["share_after"] - steering["share_before"]).idxmax(), "feature"]
+    by_feature = steering[steering["mode"] != LABEL_BIAS]
+    best = by_feature.loc[(by_feature["share_after"] - by_feature["share_before"]).idxmax(), "feature"]
     example = steering[steering["feature"] == best]
     first = example.iloc[0]
     moves = ", ".join(
-        f"{r.share_after:.2f} at {r.strength_multiple:g}x (NDCG@10 {-r.ndcg_cost:+.4f})" for r in example.itertuples()
+        f"{r.mode} {r.share_after:.2f} at {r.strength_multiple:.2g}x (NDCG@10 {-r.ndcg_cost:+.4f})"
+        for r in example.itertuples()
     )
     print(
         f"  steering by feature {best} ({first['label']}; the largest effect of {steering['feature'].nunique()} steered"

@@ -5,15 +5,16 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from tests.recommender_fixtures import planted_sae, trained_planted_sasrec
-from ubp_pipeline.core.recommender.annotation import annotate_sae_features
+from ubp_pipeline.core.recommender.annotation import annotate_sae_features, reliable_features
 from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit, Steering, chain_edits, steering_edit
 from ubp_pipeline.core.recommender.ranking import recommend_top_k, sasrec_scorer
 from ubp_pipeline.core.recommender.serving import recommend
-from ubp_pipeline.core.recommender.steering import resolve_feature, steering_report
+from ubp_pipeline.core.recommender.steering import output_aurocs, resolve_feature, steering_report
 
 LAYER = 1
 
@@ -90,6 +91,52 @@ def test_steering_report_finds_the_smallest_strength_that_doubles_the_share():
     assert np.allclose(report["relative_ndcg_cost"], report["ndcg_cost"] / report["ndcg@10_before"])
 
 
+def test_a_coarse_grid_is_narrowed_towards_the_weakest_strength_that_reaches_the_target():
+    """Grid (0.25, 16): 16 overshoots far past the target share; bisection towards 0.25 stops nearer the target and
+    costs less NDCG, in every mode, the label-bias reference included."""
+    split, model, sae, annotations = interpretable_planted_model()
+    left_users = np.arange(0, split.test.n_users, 2)
+
+    def report(refine_steps: int) -> pd.DataFrame:
+        rows = steering_report(
+            model, sae, LAYER, annotations, split.test, n_features=2, strength_grid=(0.25, 16.0),
+            refine_steps=refine_steps, users=left_users,
+        )  # fmt: skip
+        return rows[rows["label"] == "category:right"].set_index("mode")
+
+    coarse, refined = report(0), report(3)
+    assert set(refined.index) == {"add", "clamp", "label_bias"}
+    assert (coarse["strength_multiple"] == 16.0).all() and refined["reached_target"].all()
+    assert (refined["strength_multiple"] < 16.0).all() and (refined["strength_multiple"] > 0.25).all()
+    assert (refined["share_after"] < coarse["share_after"]).all()
+    assert (refined["relative_ndcg_cost"] < coarse["relative_ndcg_cost"]).all()
+
+
+def test_a_label_is_steered_by_the_feature_whose_effect_best_separates_its_items():
+    """What a feature writes (its measured effect on the item scores, ranked against the label) picks the feature a
+    label is steered by; the annotation's pick (what the feature reads) can only be as good or worse by that score."""
+    split, model, sae, annotations = interpretable_planted_model()
+    users = np.arange(0, split.test.n_users, 2)
+    reliable = reliable_features(annotations)
+    labels = ["category:right", "category:left"]
+    aurocs = output_aurocs(model, sae, LAYER, reliable, labels, split.test, users, torch.device("cpu"))
+    assert list(aurocs.index) == list(reliable["feature"]) and list(aurocs.columns) == labels
+
+    def report(select_by: str) -> pd.DataFrame:
+        rows = steering_report(
+            model, sae, LAYER, annotations, split.test, n_features=2, modes=("add",), select_by=select_by, users=users
+        )
+        return rows.set_index("label")
+
+    by_output, by_annotation = report("output"), report("annotation")
+    for label in labels:
+        chosen = by_output.loc[label]
+        assert chosen["feature"] == aurocs[label].idxmax()
+        assert chosen["output_auroc"] == aurocs[label].max() > 0.8  # planted: some feature writes each half
+        assert chosen["output_auroc"] >= by_annotation.loc[label, "output_auroc"]
+    assert by_output.loc["category:right", "reached_target"]  # these users' minority half: 2 items in 10 suffice
+
+
 def test_a_label_absent_before_steering_gets_no_ratio_but_a_target():
     split, model, sae, annotations = interpretable_planted_model()
     right_users = np.arange(1, split.test.n_users, 2)  # odd users live in the right half
@@ -121,6 +168,17 @@ def test_features_are_addressed_by_index_or_label():
     assert resolve_feature(annotations, "7") == 7
     with pytest.raises(KeyError, match="category:middle"):
         resolve_feature(annotations, "category:middle")
+
+
+def test_a_label_resolves_to_the_feature_its_steering_report_steered_it_by():
+    _, _, _, annotations = interpretable_planted_model()
+    most_monosemantic = resolve_feature(annotations, "category:right")
+    other = int(annotations.loc[annotations["feature"] != most_monosemantic, "feature"].iloc[0])
+    report = pd.DataFrame(
+        {"feature": [other, 999], "label": ["category:right", "category:right"], "mode": ["add", "label_bias"]}
+    )
+    assert resolve_feature(annotations, "category:right", report=report) == other
+    assert resolve_feature(annotations, "category:left", report=report) == resolve_feature(annotations, "category:left")
 
 
 def test_chained_edits_apply_in_order_and_must_share_a_layer():

@@ -36,8 +36,11 @@ class AnnotationConfig(dg.Config):
 class SteeringConfig(dg.Config):
     n_features: int | None = 20  # the most monosemantic reliable feature of each of this many labels (None = all)
     strength_grid: list[float] | None = None  # multiples of a feature's max activation tried in turn; None: 0.25..32
-    modes: list[str] = ["add", "clamp"]  # add along the decoder direction, clamp (set) the activation
+    # add along the decoder direction, clamp (set) the activation; label_bias: the reference, a bonus to the label's items
+    modes: list[str] = ["add", "clamp", "label_bias"]
     max_users: int = 2_000  # users sampled for the top-10 shares and the NDCG@10
+    # steer a label by the feature that writes it (its effect on the scores) or by its annotation (what it reads)
+    select_by: Literal["output", "annotation"] = "output"
 
 
 def _reading_stage(name: str, upstream: dg.AssetsDefinition, kinds: set[str], **options: Any):
@@ -142,9 +145,10 @@ def sae_feature_annotations(
 def steering_report(
     context: dg.AssetExecutionContext, config: SteeringConfig, artifacts: ArtifactStore, torch_device: TorchDevice
 ) -> dg.MaterializeResult:
-    """Steering along the best-annotated SAE feature of each label (decoder direction added, or activation clamped,
-    at the last position) with the strength calibrated per feature: the smallest multiple of its largest activation
-    that doubles its label's share of the top-10, the share before and after, and the NDCG@10 it costs."""
+    """Steering each label along the SAE feature that best raises its items (decoder direction added, or activation
+    clamped, at the last position) with the strength calibrated per feature: the smallest multiple of its largest activation
+    that doubles its label's share of the top-10, the share before and after, and the NDCG@10 it costs; next to it
+    the same target reached by a bonus to every item of the label (``label_bias``), the cost no feature can beat."""
     from ubp_pipeline.core.common.markdown_tables import markdown_table
     from ubp_pipeline.core.recommender.stages import measure_steering
     from ubp_pipeline.core.recommender.steering import steering_summary
@@ -161,6 +165,7 @@ def steering_report(
         n_features=config.n_features,
         **({} if config.strength_grid is None else {"strength_grid": tuple(config.strength_grid)}),
         modes=tuple(config.modes),
+        select_by=config.select_by,
         max_users=config.max_users,
     )
     if report.empty:

@@ -2,8 +2,9 @@
 baselines and their blend ranked validation users best), steered through SAE features, or explained by them
 (`ubp recommend`). Steering and explanations act on SASRec, the model the SAE reads.
 
-A steering request names a feature by index (``37``) or by label (``category:12``: the most monosemantic reliable
-feature with that label) and a strength in multiples of the feature's largest activation on the annotation data, the
+A steering request names a feature by index (``37``) or by label (``category:12``: the feature the steering report
+steered that label by, the one whose effect on the scores best raises its items; without a report, the most
+monosemantic reliable feature with that label) and a strength in multiples of the feature's largest activation on the annotation data, the
 scale of the steering report: 1 = "as strongly as this feature ever fires on a real history". Several requests are
 applied one after the other at the last position of the SAE's layer.
 """
@@ -21,7 +22,14 @@ from ubp_pipeline.core.recommender.hidden_edits import Steering, chain_edits, st
 from ubp_pipeline.core.recommender.item_sequences import ItemSequences
 from ubp_pipeline.core.recommender.ranking import SASREC, Scorer, recommend_top_k, sasrec_scorer
 from ubp_pipeline.core.recommender.steering import resolve_feature
-from ubp_pipeline.core.recommender.store import StoredDictionary, load_annotations, load_dictionary, load_recommender
+from ubp_pipeline.core.recommender.store import (
+    STEERING_FILE,
+    StoredDictionary,
+    load_annotations,
+    load_dictionary,
+    load_recommender,
+    load_steering_report,
+)
 from ubp_pipeline.core.sequences.user_sequences import SEQUENCES_FILE
 from ubp_pipeline.models.sasrec import SASRec
 
@@ -48,7 +56,8 @@ class SteeringRequest:
 @dataclass(frozen=True)
 class ResolvedSteering:
     steering: Steering
-    label: str
+    target: str  # what the request steers toward: the label asked for, or the feature's own label for an index
+    label: str  # the feature's annotation: what it reads
     monosemanticity: float
     multiple: float
 
@@ -150,10 +159,12 @@ def recommend_for_client(
     k: int = 10,
     clamp: bool = False,
     explain: bool = False,
+    steering_dir: str | Path | None = None,
 ) -> ClientRecommendations:
     """The client's top-``k`` unseen skus after their history in ``sequences_dir`` from the served model; when
     steering or explaining, from SASRec (the model the SAE reads), and again with every request applied (``clamp``:
-    set the feature's activation instead of adding to it)."""
+    set the feature's activation instead of adding to it). A label is resolved through the steering report in
+    ``steering_dir`` when there is one."""
     stored = load_recommender(model_dir)
     sequences = stored.sequences(sequences_dir, min_length=1)
     try:
@@ -168,13 +179,18 @@ def recommend_for_client(
         dictionary = load_dictionary(dictionary_dir)
         annotations = load_annotations(annotations_dir)
         table = annotations.sae_features.set_index("feature")
+        report_file = None if steering_dir is None else Path(steering_dir) / STEERING_FILE
+        report = load_steering_report(steering_dir) if report_file is not None and report_file.exists() else None
     for request in requests:
-        feature = resolve_feature(annotations.sae_features, request.feature, annotations.min_fires)
+        feature = resolve_feature(annotations.sae_features, request.feature, annotations.min_fires, report)
         if feature not in table.index:
             raise KeyError(f"feature {feature} never fired on the annotation data: nothing to steer by")
         row = table.loc[feature]
         steering = Steering(feature, request.multiple * float(row["max_activation"]), "clamp" if clamp else "add")
-        resolved.append(ResolvedSteering(steering, row["label"], float(row["monosemanticity"]), request.multiple))
+        target = row["label"] if request.feature.isdigit() else request.feature
+        resolved.append(
+            ResolvedSteering(steering, target, row["label"], float(row["monosemanticity"]), request.multiple)
+        )
     if resolved:
         edits = chain_edits([steering_edit(dictionary.sae, dictionary.layer, r.steering) for r in resolved])
         after = recommend(sasrec_scorer(stored.model, edits), sequences, client_id, k)

@@ -5,36 +5,57 @@ some concepts a lot and others not at all. The report therefore searches, per fe
 multiple of the feature's largest activation on the annotation data: "1x" = as strongly as it ever fires on a real
 history) that doubles the share of its label in the top-10, and says what that costs in NDCG@10. The edits
 themselves (add along the decoder direction, or clamp the activation) live in ``hidden_edits``.
+
+Which feature steers a label: the one that *writes* it, not the one that reads it. The annotation labels a feature by
+the items it fires before; steering needs a feature whose direction raises the label's items' scores. So every
+reliable feature's measured effect on the scores is ranked against each label (``output_aurocs``) and a label is
+steered by the feature with the highest AUROC (``select_by="output"``; "annotation" takes the most monosemantic
+feature carrying the label, as before).
+
+Next to them the report measures a reference, ``label_bias``: the same bonus added to the score of every item that
+carries the label, the ideal concept direction, which no feature can beat. It tells a weak feature (steering costs
+far more than the reference) from a demanding target (the reference costs as much).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 
 from ubp_pipeline.core.recommender.annotation import MIN_FIRES, reliable_features
-from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit, Mode, Steering, steering_edit
+from ubp_pipeline.core.recommender.hidden_edits import Mode, Steering, steering_edit
 from ubp_pipeline.core.recommender.item_sequences import ItemSequences
-from ubp_pipeline.core.recommender.ranking import evaluate_and_recommend, sasrec_scorer
+from ubp_pipeline.core.recommender.ranking import Scorer, evaluate_and_recommend, sasrec_scorer
 from ubp_pipeline.models.sae import TopKSAE
 from ubp_pipeline.models.sasrec import SASRec
 
 # multiples of a feature's largest activation tried in turn: the first that reaches the target share is reported
 STRENGTH_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+REFINE_STEPS = 4  # then halvings (geometric) of the gap below the first grid multiple that reached the target
+LABEL_BIAS = "label_bias"  # the reference mode: strength in units of the spread of a user's SASRec scores
+SelectBy = Literal["output", "annotation"]
 STEERING_COLUMNS = [
-    "feature", "label", "monosemanticity", "mode", "strength_multiple", "strength", "share_before", "share_after",
-    "reached_target", "ndcg@10_before", "ndcg@10_after", "share_ratio", "ndcg_cost", "relative_ndcg_cost",
+    "feature", "label", "monosemanticity", "output_auroc", "mode", "strength_multiple", "strength", "share_before",
+    "share_after", "reached_target", "ndcg@10_before", "ndcg@10_after", "share_ratio", "ndcg_cost", "relative_ndcg_cost",
 ]  # fmt: skip
 
 
-def resolve_feature(annotations: pd.DataFrame, feature: int | str, min_fires: int = MIN_FIRES) -> int:
-    """A feature index as given (``12`` or ``"12"``), or for a label such as ``genre:Drama`` the most monosemantic
-    reliable feature carrying it."""
+def resolve_feature(
+    annotations: pd.DataFrame, feature: int | str, min_fires: int = MIN_FIRES, report: pd.DataFrame | None = None
+) -> int:
+    """A feature index as given (``12`` or ``"12"``), or for a label such as ``genre:Drama`` the feature the steering
+    ``report`` steered it by (the one that writes it), else the most monosemantic reliable feature carrying it."""
     if isinstance(feature, (int, np.integer)) or feature.isdigit():
         return int(feature)
+    steered = pd.DataFrame() if report is None else report[(report["label"] == feature) & (report["mode"] != LABEL_BIAS)]
+    if not steered.empty:
+        return int(steered["feature"].iloc[0])
     reliable = reliable_features(annotations, min_fires)
     labelled = reliable[reliable["label"] == feature]
     if labelled.empty:
@@ -53,46 +74,66 @@ def steering_report(
     n_features: int | None = None,
     min_fires: int = MIN_FIRES,
     strength_grid: tuple[float, ...] = STRENGTH_GRID,
-    modes: tuple[Mode, ...] = ("add", "clamp"),
+    modes: tuple[Mode | str, ...] = ("add", "clamp", LABEL_BIAS),
     target_ratio: float = 2.0,
+    refine_steps: int = REFINE_STEPS,
+    select_by: SelectBy = "output",
     users: np.ndarray | None = None,
     device: torch.device = torch.device("cpu"),
 ) -> pd.DataFrame:
-    """For the most monosemantic reliable feature of each label (at most ``n_features`` labels; None = all), in each
-    mode, the smallest multiple of ``strength_grid`` that lifts the label's share of the top-10 lists to
-    ``target_ratio`` x its share before (at least ``target_ratio`` / 10, at most 1: a label absent from every list must
-    reach two items in ten), or the largest multiple when none does. One row per feature and mode: share before and
-    after, NDCG@10 on ``sequences`` (target = each user's last item) before and after, and the relative NDCG cost.
+    """For each label of the reliable features (at most ``n_features`` labels, most monosemantic first; None = all),
+    steered by the feature ``select_by`` chooses (module docstring), in each mode: the smallest multiple of
+    ``strength_grid`` that lifts the label's share of the top-10 lists to ``target_ratio`` x its share before (at
+    least ``target_ratio`` / 10, at most 1: a label absent from every list must reach two items in ten), narrowed by
+    ``refine_steps`` bisections towards the grid multiple below it, or the largest multiple when none does. One row
+    per label and mode: the feature, its output AUROC for the label, share before and after, NDCG@10 on ``sequences``
+    (target = each user's last item) before and after, and the relative NDCG cost. A ``label_bias`` row is the
+    reference (module docstring); its unit is the median over users of their SASRec scores' deviation.
 
     Top-10 lists come from the same histories as the NDCG, so share and cost describe the same recommendations.
     """
     users = np.arange(sequences.n_users) if users is None else users
 
-    def measure(edit: HiddenEdit | None) -> tuple[np.ndarray, float]:
-        metrics, top = evaluate_and_recommend(sasrec_scorer(model, edit), sequences, users, device)
+    def measure(scorer: Scorer) -> tuple[np.ndarray, float]:
+        metrics, top = evaluate_and_recommend(scorer, sequences, users, device)
         return top, metrics["ndcg@10"]
 
-    top_before, ndcg_before = measure(None)
-    features = reliable_features(annotations, min_fires).drop_duplicates("label").head(n_features)
+    plain = sasrec_scorer(model)
+    top_before, ndcg_before = measure(plain)
+    score_spread = float(plain(_sample_histories(sequences, users, device))[:, 1:].std(dim=1).median())
+    reliable = reliable_features(annotations, min_fires)
+    labels = reliable.drop_duplicates("label")["label"].head(n_features).tolist()
+    aurocs = output_aurocs(model, sae, layer, reliable, labels, sequences, users, device)
+    by_feature = reliable.set_index("feature")
+    chosen = [
+        aurocs[label].idxmax() if select_by == "output" else reliable[reliable["label"] == label]["feature"].iloc[0]
+        for label in labels
+    ]
     rows = []
-    for feature, mode in itertools.product(features.itertuples(), modes):
-        has_value = sequences.has_value(feature.label)
+    for (label, feature_index), mode in itertools.product(zip(labels, chosen, strict=True), modes):
+        feature = by_feature.loc[feature_index]
+        has_value = sequences.has_value(label)
         share_before = has_value[top_before].mean()
         target = min(target_ratio * max(share_before, 0.1), 1.0)  # 0.1: one item in ten
-        for multiple in sorted(strength_grid):
-            steering = Steering(int(feature.feature), multiple * float(feature.max_activation), mode)
-            top, ndcg = measure(steering_edit(sae, layer, steering))
-            share_after = has_value[top].mean()
-            if share_after >= target:
-                break
+        unit = score_spread if mode == LABEL_BIAS else float(feature.max_activation)
+        multiple, top, ndcg = _smallest_reaching(  # called at once: the closures see this iteration's values
+            lambda multiple: measure(  # noqa: B023
+                _steered(model, sae, layer, feature_index, label, mode, multiple * unit, sequences, device)  # noqa: B023
+            ),
+            lambda top: has_value[top].mean() >= target,  # noqa: B023
+            strength_grid,
+            refine_steps,
+        )
+        share_after = has_value[top].mean()
         rows.append(
             {
-                "feature": steering.feature,
-                "label": feature.label,
+                "feature": int(feature_index),
+                "label": label,
                 "monosemanticity": feature.monosemanticity,
+                "output_auroc": aurocs.loc[feature_index, label],
                 "mode": mode,
                 "strength_multiple": multiple,
-                "strength": steering.strength,
+                "strength": multiple * unit,
                 "share_before": share_before,
                 "share_after": share_after,
                 "reached_target": share_after >= target,
@@ -105,6 +146,78 @@ def steering_report(
     report["ndcg_cost"] = report["ndcg@10_before"] - report["ndcg@10_after"]
     report["relative_ndcg_cost"] = report["ndcg_cost"] / report["ndcg@10_before"].where(report["ndcg@10_before"] > 0)
     return report
+
+
+@torch.no_grad()
+def output_aurocs(
+    model: SASRec,
+    sae: TopKSAE,
+    layer: int,
+    features: pd.DataFrame,
+    labels: list[str],
+    sequences: ItemSequences,
+    users: np.ndarray,
+    device: torch.device,
+) -> pd.DataFrame:
+    """(features x labels): how well what a feature writes separates a label's items. A feature's effect is the mean
+    change of (up to 256 of) ``users``' item scores when it is added at its largest activation; its AUROC for a
+    label scores that effect against "the item carries the label" over all items."""
+    histories = _sample_histories(sequences, users, device)
+    plain = sasrec_scorer(model)(histories)[:, 1:]
+    carries = {label: sequences.has_value(label)[1:] for label in labels}
+    table = {}
+    for feature in features.itertuples():
+        steering = Steering(int(feature.feature), float(feature.max_activation))
+        effect = (sasrec_scorer(model, steering_edit(sae, layer, steering))(histories)[:, 1:] - plain).mean(0).cpu()
+        table[int(feature.feature)] = [roc_auc_score(carries[label], effect.numpy()) for label in labels]
+    return pd.DataFrame.from_dict(table, orient="index", columns=labels)
+
+
+def _steered(
+    model: SASRec, sae: TopKSAE, layer: int, feature: int, label: str, mode: str, strength: float,
+    sequences: ItemSequences, device: torch.device,
+) -> Scorer:
+    """SASRec steered along ``feature`` in ``mode`` at ``strength``; for ``label_bias``, SASRec with ``strength``
+    added to the score of every item carrying ``label``."""
+    if mode != LABEL_BIAS:
+        return sasrec_scorer(model, steering_edit(sae, layer, Steering(int(feature), strength, mode)))
+    plain, bonus = sasrec_scorer(model), torch.as_tensor(sequences.has_value(label), device=device)
+    return lambda histories: plain(histories) + strength * bonus
+
+
+def _smallest_reaching(
+    measure_at: Callable[[float], tuple[np.ndarray, float]],
+    reached: Callable[[np.ndarray], bool],
+    grid: tuple[float, ...],
+    refine_steps: int,
+) -> tuple[float, np.ndarray, float]:
+    """(multiple, top-10 lists, NDCG@10) of the smallest grid multiple whose lists reach the target, then narrowed by
+    geometric bisection towards the grid multiple below it: overshooting the target costs NDCG the target does not
+    ask for. The largest multiple when none reaches it."""
+    below = None
+    for multiple in sorted(grid):
+        top, ndcg = measure_at(multiple)
+        if reached(top):
+            break
+        below = multiple
+    else:
+        return multiple, top, ndcg
+    best = (multiple, top, ndcg)
+    for _ in range(refine_steps if below is not None else 0):
+        middle = float(np.sqrt(below * best[0]))
+        top, ndcg = measure_at(middle)
+        if reached(top):
+            best = (middle, top, ndcg)
+        else:
+            below = middle
+    return best
+
+
+def _sample_histories(sequences: ItemSequences, users: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The evaluation histories (last item dropped) of up to 256 of ``users``, left-padded: enough to measure how
+    scores spread and move, in one batch."""
+    histories, sample = sequences.drop_last(1), users[:256]
+    return torch.as_tensor(histories.padded(sample, int(histories.lengths[sample].max())), device=device)
 
 
 def steering_summary(report: pd.DataFrame, max_relative_cost: float = 0.1) -> dict[str, float]:
