@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests.recommender_fixtures import tiny_runtime
 from ubp_pipeline.core.recommender.annotation import (
+    activation_histograms,
     annotate_features,
     annotate_hidden_dimensions,
     annotate_sae_features,
@@ -97,6 +98,16 @@ def test_top_items_and_sequences_name_the_strongest_activations():
     row = annotate_identity(states, sequences, subject="current", n_top_items=2, n_top_sequences=1).iloc[0]
     assert row["top_items"] == "4; 3"
     assert row["top_sequences"].startswith("user 0 @ ") and row["top_sequences"].endswith(": 4")
+
+
+def test_the_activation_histogram_draws_how_strongly_a_feature_fires_when_it_fires():
+    """Non-zero activations 1, 3, 4, 4 in four bins from 0 to 4 (the largest in the last): none, one, none, three,
+    each drawn against the fullest bin. Annotated, activations 1, 3 and 4 as often each fill three of eight bins."""
+    assert activation_histograms(torch.tensor([[1.0], [3.0], [4.0], [0.0], [4.0]]), bins=4) == [" ▃ █"]
+    sequences = four_items()
+    items = np.tile(np.arange(1, 5), N_TOKENS // 4)
+    states = hand_made_states([items * 1.0 * (items != 2)], items, items)
+    assert annotate_identity(states, sequences, subject="current").iloc[0]["activation_histogram"] == "  █   ██"
 
 
 def test_average_ranks_match_the_textbook_definition():

@@ -98,7 +98,8 @@ def sae_feature_annotations(
     config: AnnotationConfig, artifacts: ArtifactStore, torch_device: TorchDevice
 ) -> dg.MaterializeResult:
     """What each live SAE feature means, read on the tokens of users the SAE never saw: its top items and sequences,
-    its best category or price-band label with precision, recall, AUROC and a chance-corrected monosemanticity; the
+    its best category or price-band label with precision, recall, AUROC and a chance-corrected monosemanticity, and
+    a histogram of how strongly it fires (0 to its largest activation, in 8 bins); the
     same for every hidden dimension (positive and negative part), and the two families compared for the current and
     the next item."""
     from ubp_pipeline.core.common.markdown_tables import markdown_table
@@ -118,7 +119,10 @@ def sae_feature_annotations(
     )
     comparison = annotations.comparison
     top = annotations.sae_features[annotations.sae_features["fires"] >= config.min_fires].head(10)
-    columns = ["feature", "label", "monosemanticity", "precision", "recall", "auroc", "fires", "top_items"]
+    columns = [
+        "feature", "label", "monosemanticity", "precision", "recall", "auroc", "fires", "activation_histogram",
+        "top_items",
+    ]  # fmt: skip
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(out)),

@@ -182,11 +182,27 @@ def annotate_features(
             "firing_rate": fires[live] / len(states),
             "mean_activation": activations.sum(0).numpy()[live] / fires[live],
             "max_activation": activations.max(0).values.numpy()[live],
+            "activation_histogram": activation_histograms(activations[:, live]),
             "top_items": _top_items(activations[:, live], states, sequences, n_top_items, min_item_tokens),
             "top_sequences": _top_sequences(activations[:, live], states, sequences, n_top_sequences),
         }
     ).rename(columns={"weighted": "weighted_share", "top": "top_share"})
     return annotations.sort_values("monosemanticity", ascending=False, ignore_index=True)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def activation_histograms(activations: torch.Tensor, bins: int = 8) -> list[str]:
+    """Per feature (column), how strongly it fires when it fires, readable in a table cell: its non-zero activations
+    counted in ``bins`` equal bins from 0 to its largest, each bin a bar scaled to the fullest one (a space: none)."""
+    histograms = []
+    for column in activations.T:
+        fired = column[column > 0]
+        counts = torch.histc(fired, bins=bins, min=0.0, max=float(fired.max()))
+        levels = torch.ceil(counts / counts.max() * len(SPARKS)).int().tolist()
+        histograms.append("".join(SPARKS[level - 1] if level else " " for level in levels))
+    return histograms
 
 
 def _top_items(
