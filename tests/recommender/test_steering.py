@@ -10,11 +10,21 @@ import pytest
 import torch
 
 from tests.recommender_fixtures import planted_sae, trained_planted_sasrec
-from ubp_pipeline.core.recommender.annotation import annotate_sae_features, reliable_features
+from ubp_pipeline.core.recommender.annotation import (
+    annotate_hidden_dimensions,
+    annotate_sae_features,
+    reliable_features,
+)
 from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit, Steering, chain_edits, steering_edit
 from ubp_pipeline.core.recommender.ranking import recommend_top_k, sasrec_scorer
 from ubp_pipeline.core.recommender.serving import recommend
-from ubp_pipeline.core.recommender.steering import output_aurocs, resolve_feature, steering_report
+from ubp_pipeline.core.recommender.steering import (
+    feature_writes,
+    output_aurocs,
+    output_readability,
+    resolve_feature,
+    steering_report,
+)
 
 LAYER = 1
 
@@ -119,7 +129,8 @@ def test_a_label_is_steered_by_the_feature_whose_effect_best_separates_its_items
     users = np.arange(0, split.test.n_users, 2)
     reliable = reliable_features(annotations)
     labels = ["category:right", "category:left"]
-    aurocs = output_aurocs(model, sae, LAYER, reliable, labels, split.test, users, torch.device("cpu"))
+    writes = feature_writes(sae, reliable)
+    aurocs = output_aurocs(model, LAYER, writes, list(reliable["feature"]), labels, split.test, users, torch.device("cpu"))
     assert list(aurocs.index) == list(reliable["feature"]) and list(aurocs.columns) == labels
 
     def report(select_by: str) -> pd.DataFrame:
@@ -135,6 +146,18 @@ def test_a_label_is_steered_by_the_feature_whose_effect_best_separates_its_items
         assert chosen["output_auroc"] == aurocs[label].max() > 0.8  # planted: some feature writes each half
         assert chosen["output_auroc"] >= by_annotation.loc[label, "output_auroc"]
     assert by_output.loc["category:right", "reached_target"]  # these users' minority half: 2 items in 10 suffice
+
+
+def test_what_sae_features_and_hidden_dimensions_write_is_compared_over_their_reliable_features():
+    split, model, sae, annotations = interpretable_planted_model()
+    states, _ = planted_sae()
+    hidden = annotate_hidden_dimensions(states, split.train, subject="next")
+    table = output_readability(model, sae, LAYER, annotations, hidden, split.test)
+    assert list(table.index) == ["sae", "hidden"]
+    assert table.loc["sae", "reliable"] == len(reliable_features(annotations))
+    assert table.loc["hidden", "reliable"] == len(reliable_features(hidden))
+    assert table["median_best_output_auroc"].between(0.5, 1).all()  # two complementary labels: the best is >= 0.5
+    assert table.loc["sae", "share_best_output_auroc>=0.8"] > 0  # some feature writes each half (test above)
 
 
 def test_a_label_absent_before_steering_gets_no_ratio_but_a_target():

@@ -67,6 +67,17 @@ def steering_edit(sae: TopKSAE, layer: int, steering: Steering) -> HiddenEdit:
     return HiddenEdit(layer, apply)
 
 
+def shift_edit(layer: int, vector: torch.Tensor) -> HiddenEdit:
+    """The last position moved by ``vector`` (d_model,): any direction, at any strength, for measuring what it does."""
+
+    def apply(hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        edited = hidden.clone()
+        edited[:, -1] = hidden[:, -1] + vector
+        return edited
+
+    return HiddenEdit(layer, apply)
+
+
 def chain_edits(edits: Sequence[HiddenEdit]) -> HiddenEdit:
     """Several edits of the same layer applied one after the other (e.g. more Drama and cheaper at once)."""
     layers = {edit.layer for edit in edits}

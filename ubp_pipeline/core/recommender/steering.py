@@ -10,7 +10,8 @@ Which feature steers a label: the one that *writes* it, not the one that reads i
 the items it fires before; steering needs a feature whose direction raises the label's items' scores. So every
 reliable feature's measured effect on the scores is ranked against each label (``output_aurocs``) and a label is
 steered by the feature with the highest AUROC (``select_by="output"``; "annotation" takes the most monosemantic
-feature carrying the label, as before).
+feature carrying the label). ``output_readability`` asks the same of every feature and hidden dimension: how many
+write a single attribute value.
 
 Next to them the report measures a reference, ``label_bias``: the same bonus added to the score of every item that
 carries the label, the ideal concept direction, which no feature can beat. It tells a weak feature (steering costs
@@ -29,7 +30,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from ubp_pipeline.core.recommender.annotation import MIN_FIRES, reliable_features
-from ubp_pipeline.core.recommender.hidden_edits import Mode, Steering, steering_edit
+from ubp_pipeline.core.recommender.hidden_edits import Mode, Steering, shift_edit, steering_edit
 from ubp_pipeline.core.recommender.item_sequences import ItemSequences
 from ubp_pipeline.core.recommender.ranking import Scorer, evaluate_and_recommend, sasrec_scorer
 from ubp_pipeline.models.sae import TopKSAE
@@ -103,7 +104,8 @@ def steering_report(
     score_spread = float(plain(_sample_histories(sequences, users, device))[:, 1:].std(dim=1).median())
     reliable = reliable_features(annotations, min_fires)
     labels = reliable.drop_duplicates("label")["label"].head(n_features).tolist()
-    aurocs = output_aurocs(model, sae, layer, reliable, labels, sequences, users, device)
+    writes = feature_writes(sae, reliable)
+    aurocs = output_aurocs(model, layer, writes, list(reliable["feature"]), labels, sequences, users, device)
     by_feature = reliable.set_index("feature")
     chosen = [
         aurocs[label].idxmax() if select_by == "output" else reliable[reliable["label"] == label]["feature"].iloc[0]
@@ -149,28 +151,81 @@ def steering_report(
 
 
 @torch.no_grad()
+def feature_writes(sae: TopKSAE, features: pd.DataFrame) -> torch.Tensor:
+    """(n, d_model): what each feature of ``features`` (columns feature, max_activation) adds to the hidden state
+    when it fires at its largest activation."""
+    strengths = torch.tensor(features["max_activation"].to_numpy(dtype=np.float32))
+    return sae.decoder[:, features["feature"].to_list()].T * strengths.to(sae.decoder.device)[:, None]
+
+
+@torch.no_grad()
 def output_aurocs(
     model: SASRec,
-    sae: TopKSAE,
     layer: int,
-    features: pd.DataFrame,
+    writes: torch.Tensor,
+    names: list,
     labels: list[str],
     sequences: ItemSequences,
     users: np.ndarray,
     device: torch.device,
 ) -> pd.DataFrame:
-    """(features x labels): how well what a feature writes separates a label's items. A feature's effect is the mean
-    change of (up to 256 of) ``users``' item scores when it is added at its largest activation; its AUROC for a
-    label scores that effect against "the item carries the label" over all items."""
+    """(``names`` x labels): how well what each row of ``writes`` (n, d_model) does to the scores separates a label's
+    items. A row is added at the last position of ``layer`` (an SAE feature: its decoder column times its largest
+    activation); its effect is the mean change of (up to 256 of) ``users``' item scores, and its AUROC for a label
+    scores that effect against "the item carries the label" over all items."""
     histories = _sample_histories(sequences, users, device)
     plain = sasrec_scorer(model)(histories)[:, 1:]
     carries = {label: sequences.has_value(label)[1:] for label in labels}
     table = {}
-    for feature in features.itertuples():
-        steering = Steering(int(feature.feature), float(feature.max_activation))
-        effect = (sasrec_scorer(model, steering_edit(sae, layer, steering))(histories)[:, 1:] - plain).mean(0).cpu()
-        table[int(feature.feature)] = [roc_auc_score(carries[label], effect.numpy()) for label in labels]
+    for name, vector in zip(names, writes.to(device), strict=True):
+        effect = (sasrec_scorer(model, shift_edit(layer, vector))(histories)[:, 1:] - plain).mean(0).cpu().numpy()
+        table[name] = [roc_auc_score(carries[label], effect) for label in labels]
     return pd.DataFrame.from_dict(table, orient="index", columns=labels)
+
+
+SINGLE_CONCEPT_OUTPUT_AUROC = 0.8
+
+
+def output_readability(
+    model: SASRec,
+    sae: TopKSAE,
+    layer: int,
+    sae_features: pd.DataFrame,
+    hidden_dimensions: pd.DataFrame,
+    sequences: ItemSequences,
+    *,
+    min_fires: int = MIN_FIRES,
+    device: torch.device = torch.device("cpu"),
+) -> pd.DataFrame:
+    """Readability of what features write, beside the annotation's of what they read: per family (``sae``, ``hidden``),
+    over its reliable features, the median of the best output AUROC over every attribute value, and the share whose
+    best reaches 0.8. A hidden dimension's part writes its unit direction (negated for the negative part) at its
+    largest activation, as an SAE feature writes its decoder column."""
+    labels = [
+        attribute.key(value)
+        for attribute in sequences.attributes.values()
+        for value in range(len(attribute.labels))
+        if 0 < attribute.table[1:, value].sum() < sequences.n_items
+    ]
+    width = model.config.d_model
+    families = {"sae": reliable_features(sae_features, min_fires), "hidden": reliable_features(hidden_dimensions, min_fires)}
+    users = np.arange(sequences.n_users)
+    rows = {}
+    for family, features in families.items():
+        if family == "sae":
+            writes = feature_writes(sae, features)
+        else:
+            parts = features["feature"].to_numpy()
+            signs = np.where(parts < width, 1.0, -1.0) * features["max_activation"].to_numpy()
+            writes = torch.zeros(len(parts), width)
+            writes[np.arange(len(parts)), parts % width] = torch.tensor(signs, dtype=torch.float32)
+        best = output_aurocs(model, layer, writes, list(features["feature"]), labels, sequences, users, device).max(axis=1)
+        rows[family] = {
+            "median_best_output_auroc": float(best.median()),
+            f"share_best_output_auroc>={SINGLE_CONCEPT_OUTPUT_AUROC}": float((best >= SINGLE_CONCEPT_OUTPUT_AUROC).mean()),
+            "reliable": float(len(features)),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _steered(
