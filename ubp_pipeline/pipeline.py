@@ -50,9 +50,15 @@ class PipelineRuns:
         self.run_ids.append(result.run_id)
 
 
+def trained_blocks(defs: dg.Definitions) -> list[str]:
+    """The blocks ``defs`` trains: the default ones and the opt-in ones its settings asked for."""
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    return [name for name in BLOCKS if dg.AssetKey(model_key(name)) in keys]
+
+
 def train_models(defs: dg.Definitions, instance: dg.DagsterInstance, cutoff: date) -> RunResult:
     """Every block model with its cutoff at ``cutoff``; failed learned_every_field checks are reported, not raised."""
-    config = {"ops": {model_key(name): {"config": {"training_day": cutoff.isoformat()}} for name in BLOCKS}}
+    config = {"ops": {model_key(name): {"config": {"training_day": cutoff.isoformat()}} for name in trained_blocks(defs)}}
     result = materialize(defs, "group:models", instance, run_config=config, raise_on_error=False)
     unlearned = {e.asset_key.to_user_string() for e in result.get_asset_check_evaluations() if not e.passed}
     failed = {e.step_key for e in result.get_step_failure_events()}

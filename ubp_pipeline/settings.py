@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from ubp_pipeline.core.profiles.registry import active_blocks
+
 DEMO_FIRST_DAY = date(2022, 6, 23)  # the challenge data starts on this day; the demo keeps the same calendar
 DEMO_DAYS = 120
 DEMO_HOME = Path("data") / "demo"
@@ -32,6 +34,7 @@ class Settings:
     executor: str = "in_process"  # see ubp_pipeline/executors.py
     probe: str = "auto"  # the main job's backtest probe: auto (official; sampled users on a CPU), official or quick
     warehouse_memory: str = ""  # DuckDB's memory limit ("" = 80 % of memory, at most 8 GiB)
+    opt_in_blocks: tuple[str, ...] = ()  # opt-in blocks to train and embed too ("all" = every one)
 
     @property
     def last_day(self) -> date:
@@ -50,12 +53,19 @@ class Settings:
         return self.home / "artifacts"
 
     @property
+    def blocks(self) -> list[str]:
+        """The blocks this deployment trains and embeds: the default ones and the opt-in ones it asked for."""
+        return active_blocks(self.opt_in_blocks)
+
+    @property
     def is_demo(self) -> bool:
         return self.source_dir == (DEMO_HOME / "source").resolve()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         source = Path(env.get("UBP_SOURCE_DIR", DEMO_HOME / "source")).resolve()
+        opted_in = tuple(name.strip() for name in env.get("UBP_OPT_IN_BLOCKS", "").split(",") if name.strip())
+        active_blocks(opted_in)  # an unknown name fails here, when the code location loads, not in the middle of a run
         default_home = DEMO_HOME if source == (DEMO_HOME / "source").resolve() else Path("data") / source.name
         first_day = date.fromisoformat(env.get("UBP_FIRST_DAY", DEMO_FIRST_DAY.isoformat()))
         last_day = env.get("UBP_LAST_DAY", (first_day + timedelta(days=DEMO_DAYS - 1)).isoformat())
@@ -69,6 +79,7 @@ class Settings:
             executor=env.get("UBP_EXECUTOR", "in_process"),
             probe=env.get("UBP_PROBE", "auto"),
             warehouse_memory=env.get("UBP_WAREHOUSE_MEMORY", ""),
+            opt_in_blocks=opted_in,
         )
         if settings.last_day < settings.first_day:
             raise ValueError(f"UBP_LAST_DAY {settings.last_day} is before UBP_FIRST_DAY {settings.first_day}")

@@ -13,10 +13,10 @@ import pytest
 from tests.factories import settings_for
 from ubp_pipeline.assets.embedders import model_key
 from ubp_pipeline.core.evaluation.backtest import LeakageError, check_leakage
-from ubp_pipeline.core.profiles.registry import BLOCKS, default_blocks
+from ubp_pipeline.core.profiles.registry import default_blocks
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
-from ubp_pipeline.pipeline import train_models
+from ubp_pipeline.pipeline import train_models, trained_blocks
 from ubp_pipeline.runner import materialize
 
 CONFIG = SyntheticConfig(users=1200, days=56, seed=3, start=date(2022, 6, 23))
@@ -46,7 +46,7 @@ def world(tmp_path_factory):
 
 def _train_models(defs, instance, day: date) -> None:
     """Models trained with their cutoff at ``day`` (skipped when they already are), and the profiles of D."""
-    events = [instance.get_latest_materialization_event(dg.AssetKey(model_key(name))) for name in BLOCKS]
+    events = [instance.get_latest_materialization_event(dg.AssetKey(model_key(name))) for name in trained_blocks(defs)]
     cutoffs = {e and e.asset_materialization.metadata["training_cutoff"].value for e in events}
     if cutoffs == {day.isoformat()}:
         return

@@ -11,7 +11,6 @@ import pandas as pd
 
 from tests.factories import event_frame, settings_for, write_source, write_table
 from ubp_pipeline.assets.embedders import model_key
-from ubp_pipeline.core.profiles.registry import BLOCKS
 from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.resources import EventSource
@@ -102,7 +101,7 @@ def test_a_changed_day_refreshes_exactly_the_profiles_that_contain_it(tmp_path):
         assert materialize(defs, "group:ingest", instance, partition_range=(first, last)).success
         for day in (early, late):
             assert materialize(defs, ["user_sequences", "stat_features"], instance, partition=day).success
-        trained = {"ops": {model_key(n): {"config": {"training_day": early.isoformat()}} for n in BLOCKS}}
+        trained = {"ops": {model_key(n): {"config": {"training_day": early.isoformat()}} for n in settings.blocks}}
         assert materialize(defs, "group:models", instance, run_config=trained).success
         for day in (early, late):
             assert materialize(defs, ["group:embeddings", "group:profiles"], instance, partition=day).success

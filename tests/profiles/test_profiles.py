@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +26,9 @@ from ubp_pipeline.core.profiles.assembly import (
     write_profiles,
 )
 from ubp_pipeline.core.profiles.registry import BLOCKS, default_blocks
+from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize
+from ubp_pipeline.settings import Settings
 
 A = BlockVectors("a", np.array([30, 10]), np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), np.array([9.0, 9.0], np.float32))
 B = BlockVectors("b", np.array([20]), np.array([[5.0]], np.float32), np.array([0.5], np.float32))
@@ -97,21 +100,44 @@ def test_a_profile_uses_the_newest_selection_whose_evidence_ended_by_its_day(tmp
     assert latest_selection(tmp_path, date(2022, 7, 29))["blocks"] == ["statistics"]
     assert latest_selection(tmp_path, date(2022, 9, 1))["blocks"] == ["statistics", "gru_week_all"]
 
-    names, why = choose_blocks([], tmp_path, date(2022, 9, 1))
+    active = default_blocks()
+    names, why = choose_blocks([], active, tmp_path, date(2022, 9, 1))
     assert names == ["statistics", "gru_week_all"] and why["source"] == "backtest selection"
     assert why["decided_on"] == "2022-07-10" and why["path"].endswith(SELECTION_FILE)
-    assert choose_blocks(["als_urls"], tmp_path, date(2022, 9, 1)) == (["als_urls"], {"source": "pinned in run config"})
-    names, why = choose_blocks([], tmp_path, date(2022, 7, 2))
+    pinned = choose_blocks(["als_urls"], active, tmp_path, date(2022, 9, 1))
+    assert pinned == (["als_urls"], {"source": "pinned in run config"})
+    names, why = choose_blocks([], active, tmp_path, date(2022, 7, 2))
     assert names == default_blocks() and why["source"].startswith("the default blocks")
     assert "text_codes" in BLOCKS and "text_codes" not in names  # opt-in: pinned or selected only
     assert why["opt_in_blocks_not_used"] == [name for name, spec in BLOCKS.items() if not spec.in_default_profile]
+
+
+def test_opt_in_blocks_are_trained_only_where_the_deployment_names_them(tmp_path):
+    """An opt-in block costs training time and earned no default place, so it is in the graph only when
+    UBP_OPT_IN_BLOCKS names it; pinned or selected, a block the deployment does not train is refused or ignored."""
+    env = {"UBP_SOURCE_DIR": str(tmp_path / "source"), "UBP_HOME": str(tmp_path / "home")}
+    assert Settings.from_env(env).blocks == default_blocks()
+    assert Settings.from_env({**env, "UBP_OPT_IN_BLOCKS": "text_codes"}).blocks == [
+        name for name in BLOCKS if name in default_blocks() or name == "text_codes"
+    ]  # registry order
+    assert Settings.from_env({**env, "UBP_OPT_IN_BLOCKS": "all"}).blocks == list(BLOCKS)
+    with pytest.raises(ValueError, match=r"\['statistic'\], which are not opt-in blocks"):
+        Settings.from_env({**env, "UBP_OPT_IN_BLOCKS": "text_codes, statistic"})
+
+    keys = build_definitions(Settings.from_env(env)).resolve_asset_graph().get_all_asset_keys()
+    assert dg.AssetKey(model_key("statistics")) in keys and dg.AssetKey(model_key("text_codes")) not in keys
+    with pytest.raises(dg.Failure, match=r"blocks \['text_codes'\] are opt-in and not trained here"):
+        choose_blocks(["statistics", "text_codes"], default_blocks(), tmp_path, date(2022, 9, 1))
+    _write_selection(tmp_path, "2022-07-01", "2022-07-29", ["text_codes"])  # chosen when it was trained, no longer
+    names, why = choose_blocks([], default_blocks(), tmp_path, date(2022, 9, 1))
+    assert names == default_blocks() and why["source"].startswith("the default blocks")
 
 
 def test_the_whole_graph_materializes_valid_profiles_through_dagster(tiny_defs, tiny_settings, instance, tiny_source):
     day = tiny_settings.first_day + timedelta(days=14)
     assert materialize(tiny_defs, "group:ingest", instance, partition_range=(tiny_settings.first_day, tiny_settings.last_day)).success
     assert materialize(tiny_defs, ["user_sequences", "stat_features"], instance, partition=day).success
-    quick = {"ops": {model_key(name): {"config": {"training_day": day.isoformat()}} for name in BLOCKS}}
+    quick = {"ops": {model_key(name): {"config": {"training_day": day.isoformat()}} for name in tiny_settings.blocks}}
     assert materialize(tiny_defs, "group:models", instance, run_config=quick).success
     result = materialize(tiny_defs, ["group:embeddings", "group:profiles"], instance, partition=day)
     assert result.success

@@ -84,12 +84,11 @@ def evaluation_assets(settings: Settings, daily: dg.PartitionsDefinition) -> lis
         from ubp_pipeline.core.evaluation.backtest import ENSEMBLE, TOTAL, NoiseSettings, run_backtest, score_markdown
         from ubp_pipeline.core.evaluation.selection import trials_markdown
         from ubp_pipeline.core.profiles.blocks import excluded_reason
-        from ubp_pipeline.core.profiles.registry import BLOCKS
         from ubp_pipeline.data.synthetic import planted_features
 
         day = partition_day(context.partition_key)
         runtime = torch_device.runtime()
-        block_dirs = [artifacts.partition_dir(embeddings_key(name), context.partition_key) for name in BLOCKS]
+        block_dirs = [artifacts.partition_dir(embeddings_key(name), context.partition_key) for name in settings.blocks]
         with no_retry_for_bad_input(), warehouse.connect() as con:
             backtest = run_backtest(
                 con,

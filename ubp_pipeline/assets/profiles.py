@@ -3,8 +3,9 @@
 Which blocks: those pinned in run config (`blocks: [...]`), else the newest selection of profile_evaluation whose
 evidence ends on or before the day (the backtest of day D chooses blocks for days from D + 28 on, so the newest day's
 profile follows the last complete backtest and no backtest ever scores a profile shaped by its own future), else the
-default blocks (every block of the registry but the opt-in ones). The choice and its evidence are recorded in the
-manifest (`block_selection`).
+default blocks (every block of the registry but the opt-in ones). Opt-in blocks are trained only where
+UBP_OPT_IN_BLOCKS names them, and only those can be pinned or selected. The choice and its evidence are recorded in
+the manifest (`block_selection`).
 """
 
 from datetime import date
@@ -14,9 +15,10 @@ import dagster as dg
 
 from ubp_pipeline.assets.automation import REFRESH
 from ubp_pipeline.assets.embedders import embeddings_key
-from ubp_pipeline.core.profiles.registry import BLOCKS, default_blocks
+from ubp_pipeline.core.profiles.registry import BLOCKS, default_blocks, opt_in_blocks
 from ubp_pipeline.partitions import partition_day
 from ubp_pipeline.resources import ArtifactStore, EventSource
+from ubp_pipeline.settings import Settings
 
 UNIVERSAL_PROFILES = "universal_profiles"
 VALID_SUBMISSION = "valid_submission"
@@ -26,23 +28,26 @@ class ProfilesConfig(dg.Config):
     blocks: list[str] = []  # block names to concatenate, in order; empty = the backtest's selection, else the defaults
 
 
-def choose_blocks(pinned: list[str], backtest_root: Path, day: date) -> tuple[list[str], dict]:
+def choose_blocks(pinned: list[str], active: list[str], backtest_root: Path, day: date) -> tuple[list[str], dict]:
     """The blocks of a profile day and why: pinned, selected by a backtest (with its evidence), or the default ones
-    (every block but the opt-in ones, which earned no default place in their ablation)."""
+    (every block but the opt-in ones, which earned no default place in their ablation). Only ``active`` blocks
+    (those the deployment trains) can be pinned or selected."""
     from ubp_pipeline.core.profiles.assembly import latest_selection
 
     if pinned:
         unknown = sorted(set(pinned) - set(BLOCKS))
         if unknown:
             raise dg.Failure(f"unknown blocks {unknown}; known: {sorted(BLOCKS)}")
+        untrained = sorted(set(pinned) - set(active))
+        if untrained:
+            raise dg.Failure(f"blocks {untrained} are opt-in and not trained here: add them to UBP_OPT_IN_BLOCKS")
         return list(pinned), {"source": "pinned in run config"}
     selection = latest_selection(backtest_root, day)
-    known = [name for name in (selection or {}).get("blocks", []) if name in BLOCKS]
+    known = [name for name in (selection or {}).get("blocks", []) if name in active]
     if not known:
-        defaults = default_blocks()
-        return defaults, {
+        return default_blocks(), {
             "source": "the default blocks (no backtest selection is usable for this day)",
-            "opt_in_blocks_not_used": [name for name in BLOCKS if name not in defaults],  # pin them, or let a selection
+            "opt_in_blocks_not_used": opt_in_blocks(),  # add them to UBP_OPT_IN_BLOCKS, then pin them or let a selection
         }
     return known, {"source": "backtest selection", **selection}
 
@@ -56,11 +61,11 @@ def _blocks_markdown(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def profile_assets(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def profile_assets(settings: Settings, daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(
         name=UNIVERSAL_PROFILES,
         partitions_def=daily,
-        deps=[embeddings_key(name) for name in BLOCKS],
+        deps=[embeddings_key(name) for name in settings.blocks],
         group_name="profiles",
         kinds={"numpy", "parquet"},
         automation_condition=REFRESH,
@@ -83,7 +88,9 @@ def profile_assets(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
         from ubp_pipeline.core.warehouse.source_layout import load_relevant_clients
 
         day = context.partition_key
-        names, selection = choose_blocks(config.blocks, artifacts.asset_dir(PROFILE_EVALUATION), partition_day(day))
+        names, selection = choose_blocks(
+            config.blocks, settings.blocks, artifacts.asset_dir(PROFILE_EVALUATION), partition_day(day)
+        )
         context.log.info(f"blocks {names}: {selection['source']}")
         folders = {name: artifacts.partition_dir(embeddings_key(name), day) for name in names}
         excluded = {name: reason for name, folder in folders.items() if (reason := excluded_reason(folder))}

@@ -34,7 +34,7 @@ class BlockSpec:
     description: str = ""
     distributable: bool = False  # its training loop can run data-parallel under torchrun
     predicts_fields: bool = False  # its training reports held-out accuracy per field: checked against the majority
-    in_default_profile: bool = True  # False: trained and scored, but in a profile only when pinned or selected
+    in_default_profile: bool = True  # False: opt-in, trained only where UBP_OPT_IN_BLOCKS names it, then in a profile only when pinned or selected
 
     def build(self, overrides: dict[str, Any] | None = None, device_type: str = "cpu") -> Embedder:
         """The embedder with this block's params for ``device_type`` ("cuda" takes ``gpu_params`` too), further
@@ -172,3 +172,19 @@ BLOCKS: dict[str, BlockSpec] = {
 def default_blocks() -> list[str]:
     """The blocks of a profile that nothing pinned and no backtest selection chose."""
     return [name for name, spec in BLOCKS.items() if spec.in_default_profile]
+
+
+def opt_in_blocks() -> list[str]:
+    """The blocks that earned no default place in their ablation: in the graph only when a deployment asks."""
+    return [name for name, spec in BLOCKS.items() if not spec.in_default_profile]
+
+
+def active_blocks(opted_in: tuple[str, ...] = ()) -> list[str]:
+    """The blocks a deployment trains and embeds, in registry order: the default ones and the opt-in ones it named
+    (``"all"`` names every one). Training a block no profile uses costs hours at challenge scale, so opt-in blocks
+    stay out of the graph unless asked for."""
+    wanted = set(opt_in_blocks()) if "all" in opted_in else set(opted_in)
+    unknown = sorted(wanted - set(opt_in_blocks()))
+    if unknown:
+        raise ValueError(f"UBP_OPT_IN_BLOCKS names {unknown}, which are not opt-in blocks; opt-in: {opt_in_blocks()}")
+    return [name for name in BLOCKS if name in wanted or BLOCKS[name].in_default_profile]
