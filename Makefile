@@ -40,7 +40,7 @@ postgres:
 demo: setup
 	$(BIN)/ubp demo
 
-test: setup browser postgres  # two workers: the tests are single-threaded, CI has two cores (878 s serial, 517 s)
+test: setup browser postgres  # two workers: the tests are single-threaded, CI has two cores (879 s serial, 528 s)
 	$(BIN)/pytest -q -m "not slow" -n 2
 
 test-all: setup browser postgres
