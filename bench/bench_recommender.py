@@ -45,7 +45,7 @@ RESULTS = Path(__file__).parent / "results"
 SASREC = {"max_len": 50, "d_model": 64, "n_heads": 2, "n_blocks": 2, "dropout": 0.2}
 # item dropout 0.2: seed 0 test NDCG@10 0.1055 vs 0.1002 without. Patience 10 rather than 5: with 5, seed 2 stopped
 # at epoch 5 on an early validation peak (test 0.0854); 10 raises the validation median (0.1163 -> 0.1197) though
-# not the test median (0.1055 -> 0.0999): the epoch is chosen on validation, never on test
+# not the test median (0.1055 -> 0.0999 in the runs that chose it): the epoch is chosen on validation, never on test
 SASREC_TRAINING = SASRecTrainingConfig(item_dropout=0.2, patience=10)
 # 128 latents, k = 32: on seed 0's held-out tokens the best compromise of the readability measures among
 # (expansion, k) = (8, 16), (2, 16), (2, 32), (1, 16), (1, 32), (4, 32), with or without per-token normalisation
