@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.recommender_fixtures import planted_sequences, trained_planted_sasrec
+from tests.recommender_fixtures import LENGTH, planted_sequences, tiny_runtime, trained_planted_sasrec
 from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit
 from ubp_pipeline.core.recommender.item_sequences import build_item_sequences, leave_one_out
 from ubp_pipeline.core.recommender.ranking import (
@@ -19,6 +19,7 @@ from ubp_pipeline.core.recommender.ranking import (
     recommend_top_k,
     sasrec_scorer,
 )
+from ubp_pipeline.core.recommender.sasrec_training import SASRecTrainingConfig, train_sasrec
 from ubp_pipeline.core.recommender.stages import best_model, compare_with_baselines
 from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
 
@@ -39,6 +40,22 @@ def test_training_reports_every_epoch_to_the_callback():
     assert {"train_loss", "valid_hr@10", "valid_ndcg@10"} <= set(trained.history.last())
     losses = trained.history.series("train_loss")
     assert losses[-1] < losses[0]
+
+
+def test_label_smoothing_reaches_the_loss():
+    # a rule with no exceptions: unsmoothed it is learned at once; with all of every target spread over the items,
+    # the loss is lowest at the uniform distribution, so the model must not learn it
+    split = leave_one_out(planted_sequences(jump=0.0))
+    model_config = SASRecConfig(n_items=split.test.n_items, max_len=LENGTH, d_model=32, n_heads=2, n_blocks=1)
+    histories = torch.as_tensor(split.test.windows(LENGTH)[:, :-1])
+    ranking, top_probability = {}, {}
+    for smoothing in (0.0, 1.0):
+        config = SASRecTrainingConfig(epochs=5, batch_size=32, learning_rate=5e-3, label_smoothing=smoothing)
+        model = train_sasrec(split, model_config, config, tiny_runtime()).model
+        ranking[smoothing] = evaluate_full_ranking(sasrec_scorer(model), split.test)["ndcg@10"]
+        top_probability[smoothing] = sasrec_scorer(model)(histories).softmax(-1).max(-1).values.max().item()
+    assert ranking[0.0] > 0.9 and ranking[1.0] < 0.5
+    assert top_probability[1.0] < 1.5 / split.test.n_items
 
 
 def _fixed_scorer(scores: list[float]):
