@@ -55,20 +55,22 @@ def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_start(tmp_p
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait(timeout=30)
 
-    with dg.DagsterInstance.get() as instance:
-        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # nobody recorded its end
-        ui = _ubp(["ui", "--port", str(_free_port()), "--source", str(source)], tmp_path, "ui.log")
-        try:
-            _wait_for(
-                lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE,
-                "marking the run failed", ui, tmp_path / "ui.log", seconds=120,
-            )
-        finally:
-            stop_process_group(ui)
-        (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     message = (
         f"run {run.run_id} was left STARTED by process {killed.pid} on {socket.gethostname()}, which no longer runs "
         "(killed?): marked as failed"
     )
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # nobody recorded its end
+        ui = _ubp(["ui", "--port", str(_free_port()), "--source", str(source)], tmp_path, "ui.log")
+        try:
+            # the line is printed after the failure is recorded: waiting for the status alone could stop `ubp ui`
+            # between the two
+            _wait_for(
+                lambda: f"ubp: {message}" in (tmp_path / "ui.log").read_text(),
+                "saying the run was marked failed", ui, tmp_path / "ui.log", seconds=120,
+            )
+        finally:
+            stop_process_group(ui)
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert failure.message == message
-    assert f"ubp: {message}" in (tmp_path / "ui.log").read_text()
