@@ -88,9 +88,7 @@ def train_sasrec(
             with runtime.autocast():
                 logits = model.item_scores(model(_hide_items(inputs, config.item_dropout))[real])
             # column 0 is padding (-inf), never a target: left out so that smoothing spreads over real items only
-            loss = F.cross_entropy(
-                logits[:, 1:].float(), targets[real] - 1, label_smoothing=config.label_smoothing
-            )
+            loss = F.cross_entropy(logits[:, 1:].float(), targets[real] - 1, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
