@@ -9,6 +9,8 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 from duckdb import ColumnExpression, ConstantExpression
 from duckdb import sqltypes as types
 
@@ -176,6 +178,7 @@ def _replace_event_days(
     with reading_source(event_type, files):
         _place_source_rows(con, event_type, files, days)
         run_sql(con, "warehouse/stage_events", payload=PAYLOAD_COLUMN[event_type])
+        _refuse_duplicates(con)
         if not allow_shrink:
             _refuse_shrinking_days(con, event_type, files, days["first_day"], days["last_day"])
         run_sql(con, "warehouse/replace_event_days", event_type=event_type, **days)
@@ -184,6 +187,20 @@ def _replace_event_days(
     report = _report(con, event_type, files, "warehouse/staged_event_counts", counts)
     con.execute("DROP TABLE staged_events")
     return report
+
+
+def _refuse_duplicates(con: duckdb.DuckDBPyConnection) -> None:
+    """Mark the later copies of exact duplicates in `staged_events` (sql/warehouse/refuse_duplicates.sql), given the
+    key hashes that repeat. They are found by sorting the hashes in NumPy (8 bytes a staged row, outside DuckDB's
+    memory limit): on 8M page visits the step takes half as long as with a GROUP BY over the hashes in DuckDB."""
+    hashes = con.execute("SELECT key_hash FROM staged_events").fetchnumpy()["key_hash"]
+    hashes.sort()
+    repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    con.register("repeated_key_hashes", pa.table({"key_hash": pa.array(repeated, pa.uint64())}))
+    try:
+        run_sql(con, "warehouse/refuse_duplicates")
+    finally:
+        con.unregister("repeated_key_hashes")
 
 
 def _require_catalogue(con: duckdb.DuckDBPyConnection, event_types: Sequence[str]) -> None:
