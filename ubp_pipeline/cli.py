@@ -152,7 +152,8 @@ def _ui(args: argparse.Namespace) -> None:
     if not dagster.exists():
         raise UsageError(f"{dagster} does not exist: install the project into this environment (make setup)")
     command = [str(dagster), "dev", "-h", UI_HOST, "-p", str(args.port), "-m", "ubp_pipeline.definitions"]
-    print(f"Dagster UI on http://{UI_HOST}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    # flushed: execv replaces this process before a block-buffered stdout (a file, a pipe) would be written
+    print(f"Dagster UI on http://{UI_HOST}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})", flush=True)
     os.execv(command[0], command)
 
 

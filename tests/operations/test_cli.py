@@ -36,8 +36,9 @@ def _environment_restored():
 
 def plain_shell() -> dict[str, str]:
     """A new terminal where the venv was never activated: no VIRTUAL_ENV, its bin folder not on PATH, no project
-    variables."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "DAGSTER_HOME") and not k.startswith("UBP_")}
+    variables, and no PYTHONUNBUFFERED (a CI runner's setting), so output sent to a file is block-buffered."""
+    dropped = ("VIRTUAL_ENV", "DAGSTER_HOME", "PYTHONUNBUFFERED")
+    env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("UBP_")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != BIN) or "/usr/bin:/bin"
     return env
 

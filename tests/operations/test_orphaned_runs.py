@@ -74,3 +74,4 @@ def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_start(tmp_p
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert failure.message == message
+    assert "Dagster UI on http://" in (tmp_path / "ui.log").read_text()  # printed before `ubp ui` becomes Dagster's
