@@ -57,6 +57,7 @@ run: setup
 bench: setup
 	@test -d data/demo/artifacts/user_sequences || $(BIN)/ubp demo
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_duplicates.py
 	$(BIN)/python bench/bench_probe.py
 	$(BIN)/python bench/bench_gru.py
 	$(BIN)/python bench/bench_recommender.py
