@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hardware import cores, cpu_model, load_average
 
-from ubp_pipeline.core.common.sql import run_sql
+from ubp_pipeline.core.common.sql import read_sql, run_sql
 from ubp_pipeline.core.warehouse import ingest
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.core.warehouse.source_layout import SourceLayout
@@ -34,20 +34,11 @@ START = date(2022, 6, 23)
 EVENTS_PER_USER = 55  # as in bench_ingest.py
 EVENT_TYPE = "page_visit"
 
-# The previous form of the step: the repeated hashes by a GROUP BY over every staged row's hash.
-GROUP_BY_SQL = """
-UPDATE staged_events AS s
-SET reason = 'duplicate'
-FROM (
-    SELECT source_file, source_row
-    FROM staged_events
-    WHERE key_hash IN (SELECT key_hash FROM staged_events GROUP BY key_hash HAVING count(*) > 1)
-    QUALIFY row_number() OVER (
-        PARTITION BY client_id, ts_raw, sku, url, query_text ORDER BY source_file, source_row
-    ) > 1
-) AS later_copies
-WHERE s.source_file = later_copies.source_file AND s.source_row = later_copies.source_row AND s.reason IS NULL
-"""
+# The previous form of the step: the same UPDATE, the repeated hashes found by a GROUP BY over every staged row's hash
+(UPDATE_SQL,) = read_sql("warehouse/refuse_duplicates")
+REPEATED_GIVEN = "SELECT key_hash FROM repeated_key_hashes"
+assert REPEATED_GIVEN in UPDATE_SQL, "refuse_duplicates.sql no longer reads repeated_key_hashes: update the baseline"
+GROUP_BY_SQL = UPDATE_SQL.replace(REPEATED_GIVEN, "SELECT key_hash FROM staged_events GROUP BY key_hash HAVING count(*) > 1")
 VERSIONS = {"group_by": lambda con: con.execute(GROUP_BY_SQL), "numpy_sort": ingest._refuse_duplicates}
 
 
