@@ -149,6 +149,28 @@ def evaluate_and_recommend(
 ) -> tuple[dict[str, float], np.ndarray]:
     """``evaluate_full_ranking``'s metrics and the top-k lists (users, k) they were read from, in one scoring pass:
     what a steering report needs to say both how recommendations moved and what that cost."""
+    rank, tops = _target_ranks(scorer, sequences, users, device, k)
+    metrics = {
+        f"hr@{k}": (rank < k).double().mean().item(),
+        f"ndcg@{k}": _ndcg(rank, k).mean().item(),
+        "users": float(len(users)),
+    }
+    return metrics, tops
+
+
+def ndcg_per_user(
+    scorer: Scorer, sequences: ItemSequences, *, device: torch.device = torch.device("cpu"), k: int = 10
+) -> np.ndarray:
+    """Each user's NDCG@k as ``evaluate_full_ranking`` averages it: what a paired bootstrap of two recommenders
+    resamples."""
+    rank, _ = _target_ranks(scorer, sequences, np.arange(sequences.n_users), device, k)
+    return _ndcg(rank, k).cpu().numpy()
+
+
+def _target_ranks(
+    scorer: Scorer, sequences: ItemSequences, users: np.ndarray, device: torch.device, k: int
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Each user's rank of the last item (inf when it is already in the history) and their top-k lists."""
     ranks, tops = [], []
     for batch, scores in _scored_batches(scorer, sequences.drop_last(1), users, device):
         target = torch.as_tensor(sequences.last_items(batch), device=device)
@@ -156,14 +178,11 @@ def evaluate_and_recommend(
         rank = (scores > target_scores).sum(1).double()
         ranks.append(rank.masked_fill(target_scores[:, 0] == float("-inf"), float("inf")))
         tops.append(scores.topk(min(k, scores.shape[1]), dim=1).indices.cpu().numpy())
-    rank = torch.cat(ranks)
-    hit = rank < k
-    metrics = {
-        f"hr@{k}": hit.double().mean().item(),
-        f"ndcg@{k}": torch.where(hit, 1.0 / torch.log2(rank + 2), 0.0).mean().item(),
-        "users": float(len(users)),
-    }
-    return metrics, np.concatenate(tops)
+    return torch.cat(ranks), np.concatenate(tops)
+
+
+def _ndcg(rank: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.where(rank < k, 1.0 / torch.log2(rank + 2), 0.0)
 
 
 def recommend_top_k(

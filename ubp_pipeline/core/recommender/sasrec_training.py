@@ -5,7 +5,9 @@ decay, *item dropout*, which hides a random share of the input items in every ba
 other position attends to them) while every real position still predicts its next item, and *label smoothing*,
 which keeps a share of each target's probability spread over all items so the model stops pushing the logits of
 the items it has memorised. The number of epochs is chosen by validation NDCG@10 (early stopping with the best
-weights kept).
+weights kept). With *weight averaging* the model validated, kept and returned is an exponential moving average of
+the weights over the last steps rather than the weights of the last step: small batches at a high learning rate
+leave those noisy, and a noisy validation curve makes the epoch choice a matter of luck.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ubp_pipeline.core.common.device import TorchRuntime
 from ubp_pipeline.core.common.progress import EpochCallback, TrainingHistory, progress_bar
@@ -36,6 +39,7 @@ class SASRecTrainingConfig:
     weight_decay: float = 0.0
     item_dropout: float = 0.0  # share of input items hidden from attention in each training batch
     label_smoothing: float = 0.0  # share of each target's probability spread uniformly over all items
+    weight_average: float = 0.0  # decay per step of the weights' moving average that is validated and kept; 0 = off
     patience: int = 5  # epochs without a better validation NDCG@10 before stopping
     valid_users: int | None = 10_000
 
@@ -65,6 +69,8 @@ def train_sasrec(
     """
     device = runtime.device
     model = SASRec(model_config).to(device)
+    averaged = _moving_average(model, config.weight_average)
+    kept = model if averaged is None else averaged.module  # the model validated and returned
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     windows = torch.as_tensor(split.train.windows(model_config.max_len + 1))
     n_tokens = int((windows[:, :-1] != 0).sum())
@@ -92,11 +98,12 @@ def train_sasrec(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total_loss += loss.item() * len(batch)
         train_seconds += time.perf_counter() - started
 
-        model.eval()
-        valid = evaluate_full_ranking(sasrec_scorer(model), split.valid, device=device, users=valid_users)
+        valid = evaluate_full_ranking(sasrec_scorer(kept), split.valid, device=device, users=valid_users)
         metrics = {
             "train_loss": total_loss / len(windows),
             "valid_hr@10": valid["hr@10"],
@@ -105,20 +112,27 @@ def train_sasrec(
         }
         history.record(epoch, metrics, callback)
         if valid["ndcg@10"] > best_ndcg:
-            best_ndcg, best_epoch, best_state = valid["ndcg@10"], epoch, copy.deepcopy(model.state_dict())
+            best_ndcg, best_epoch, best_state = valid["ndcg@10"], epoch, copy.deepcopy(kept.state_dict())
         elif epoch - best_epoch >= config.patience:
             break
 
-    model.load_state_dict(best_state)
-    model.eval()
+    kept.load_state_dict(best_state)
+    kept.eval()
     epochs_run = len(history.epochs)
     return TrainedSASRec(
-        model=model,
+        model=kept,
         history=history,
         best_epoch=best_epoch,
         seconds=sum(history.series("epoch_seconds")),
         tokens_per_second=n_tokens * epochs_run / train_seconds,
     )
+
+
+def _moving_average(model: SASRec, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights, updated after every step; None when ``decay`` is 0."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"weight_average is a decay per step in [0, 1), got {decay}")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay else None
 
 
 def _hide_items(inputs: torch.Tensor, share: float) -> torch.Tensor:

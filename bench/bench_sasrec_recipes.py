@@ -1,0 +1,138 @@
+"""MovieLens-100k: SASRec alone under two training recipes, paired by seed and by user.
+
+bench_recommender.py trains SASRec with seeds 0-2 inside the whole interpretability report; this trains only SASRec,
+on its recipe with some settings replaced (``--baseline``) against the same recipe with others replaced
+(``--change``), for more seeds, and reports validation and test NDCG@10 per seed with the paired gain, and a 95 %
+interval of the mean gain per user (a bootstrap over users, the same draws for every seed, seeds pooled): a gain is
+a finding when its interval excludes 0. The epoch is chosen on validation. Writes bench/results/sasrec_NAME.json
+and .md.
+
+    PYTHONPATH=. python bench/bench_sasrec_recipes.py --name weight_average --baseline weight_average=0 \\
+        --change weight_average=0.98 [--seeds 0 1 2 3 4 5] [--jobs 2] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from bench_recommender import SASREC, SASREC_TRAINING
+from hardware import describe, load_average
+
+from ubp_pipeline.core.common.atomic import atomic_path
+from ubp_pipeline.core.common.device import make_runtime
+from ubp_pipeline.core.evaluation.noise import beyond_noise, bootstrap_weights, interval
+from ubp_pipeline.core.recommender.item_sequences import leave_one_out
+from ubp_pipeline.core.recommender.ranking import ndcg_per_user, sasrec_scorer
+from ubp_pipeline.core.recommender.sasrec_training import SASRecTrainingConfig, train_sasrec
+from ubp_pipeline.data.movielens import load_movielens_100k
+from ubp_pipeline.models.sasrec import SASRecConfig
+
+RESULTS = Path(__file__).parent / "results"
+RECIPES = ("baseline", "change")
+
+
+def settings(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs (VALUE as JSON) naming SASRecTrainingConfig fields."""
+    known = {f.name for f in dataclasses.fields(SASRecTrainingConfig)}
+    parsed = {key: json.loads(value) for key, value in (pair.split("=", 1) for pair in pairs)}
+    unknown = set(parsed) - known
+    if unknown:
+        raise SystemExit(f"not SASRecTrainingConfig fields: {sorted(unknown)}; known: {sorted(known)}")
+    return parsed
+
+
+def train_one(recipe: str, overrides: dict, seed: int, threads: int) -> dict:
+    """One SASRec training; validation and test NDCG@10 of the epoch kept, and every test user's NDCG@10."""
+    split = leave_one_out(load_movielens_100k())
+    runtime = make_runtime("cpu", seed=seed, threads=threads)
+    started = time.perf_counter()
+    training = dataclasses.replace(SASREC_TRAINING, **overrides)
+    trained = train_sasrec(split, SASRecConfig(n_items=split.test.n_items, **SASREC), training, runtime)
+    test = ndcg_per_user(sasrec_scorer(trained.model), split.test)
+    return {
+        "recipe": recipe, "seed": seed, "best_epoch": trained.best_epoch,
+        "valid_ndcg@10": max(trained.history.series("valid_ndcg@10")), "test_ndcg@10": float(test.mean()),
+        "seconds": time.perf_counter() - started, "test_ndcg@10_per_user": test.tolist(),
+    }  # fmt: skip
+
+
+def pooled_gain_interval(runs: list[dict], seeds: list[int]) -> tuple[float, float, float]:
+    """Mean per-user test gain over all seeds, and its bootstrap interval (users resampled, seeds kept paired)."""
+    by_key = {(run["recipe"], run["seed"]): np.asarray(run["test_ndcg@10_per_user"]) for run in runs}
+    gains = np.stack([by_key["change", seed] - by_key["baseline", seed] for seed in seeds])  # (seeds, users)
+    weights = bootstrap_weights(gains.shape[1])
+    draws = (gains.mean(0) @ weights) / weights.sum(0)
+    return float(gains.mean()), *interval(draws)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="results file stem: bench/results/sasrec_NAME.*")
+    parser.add_argument("--baseline", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--change", nargs="+", required=True, metavar="KEY=VALUE")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at once, each on --threads threads")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    recipes = {"baseline": settings(args.baseline), "change": settings(args.baseline) | settings(args.change)}
+    load_before = load_average()
+    started = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [
+            pool.submit(train_one, recipe, recipes[recipe], seed, args.threads) for seed in args.seeds for recipe in RECIPES
+        ]
+        runs = []
+        for future in futures:
+            runs.append(future.result())
+            print(json.dumps({k: v for k, v in runs[-1].items() if not k.endswith("per_user")}), flush=True)
+    wall = time.perf_counter() - started
+
+    table = pd.DataFrame([{k: v for k, v in run.items() if not k.endswith("per_user")} for run in runs])
+    wide = table.pivot(index="seed", columns="recipe", values=["valid_ndcg@10", "test_ndcg@10", "best_epoch"])
+    for metric in ("valid_ndcg@10", "test_ndcg@10"):
+        wide[(metric, "gain")] = wide[(metric, "change")] - wide[(metric, "baseline")]
+    wide.columns = [f"{metric} {recipe}" for metric, recipe in wide.columns]
+    medians = table.groupby("recipe")[["valid_ndcg@10", "test_ndcg@10", "best_epoch"]].median()
+    mean_gain, low, high = pooled_gain_interval(runs, args.seeds)
+    up = {m: int((wide[f"{m} gain"] > 0).sum()) for m in ("valid_ndcg@10", "test_ndcg@10")}
+
+    hardware = describe(args.threads, load_before)
+    command = "PYTHONPATH=. python bench/bench_sasrec_recipes.py " + shlex.join(sys.argv[1:])
+    record = {
+        "hardware": hardware, "command": command, "sasrec": SASREC, "training": dataclasses.asdict(SASREC_TRAINING),
+        "recipes": recipes, "wall_seconds": wall, "runs": runs,
+        "test_gain_per_user": {"mean": mean_gain, "low": low, "high": high, "beyond_noise": beyond_noise(low, high)},
+    }  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    with atomic_path(RESULTS / f"sasrec_{args.name}.json") as path:
+        path.write_text(json.dumps(record) + "\n")
+    verdict = "beyond noise" if beyond_noise(low, high) else "within noise"
+    text = (
+        f"# SASRec on MovieLens-100k: {recipes['change']} against {recipes['baseline'] or 'the recipe'}\n\n"
+        f"{hardware['cpu_model']}, {hardware['cores']} cores, {args.jobs} training(s) at once on {args.threads} torch "
+        f"thread(s) each, load average {hardware['load_average_before']} before, {hardware['load_average_after']} "
+        f"after. SASRec {SASREC}; the training recipe of bench_recommender.py ({dataclasses.asdict(SASREC_TRAINING)}) "
+        f"with baseline {recipes['baseline']} and change {recipes['change']}; leave-one-out, full ranking, seen "
+        f"items filtered; the epoch with the best validation NDCG@10 kept. `{command}`\n\n"
+        f"Per seed (gain = change - baseline):\n\n{wide.round(4).to_markdown()}\n\n"
+        f"Medians over the seeds:\n\n{medians.round(4).to_markdown()}\n\n"
+        f"Validation NDCG@10 up on {up['valid_ndcg@10']} of {len(args.seeds)} seeds, test NDCG@10 on "
+        f"{up['test_ndcg@10']}. Mean test gain per user over all seeds {mean_gain:+.4f}, 95 % interval "
+        f"[{low:+.4f}, {high:+.4f}] (bootstrap over the {len(runs[0]['test_ndcg@10_per_user'])} test users, "
+        f"seeds paired): {verdict}.\n"
+    )
+    with atomic_path(RESULTS / f"sasrec_{args.name}.md") as path:
+        path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
