@@ -3,12 +3,12 @@
 bench_recommender.py trains SASRec with seeds 0-2 inside the whole interpretability report; this trains only SASRec,
 on its recipe with some settings replaced (``--baseline``) against the same recipe with others replaced
 (``--change``), for more seeds, and reports validation and test NDCG@10 per seed with the paired gain, and a 95 %
-interval of the mean gain per user (a bootstrap over users, the same draws for every seed, seeds pooled): a gain is
-a finding when its interval excludes 0. The epoch is chosen on validation. Writes bench/results/sasrec_NAME.json
-and .md.
+interval of the mean test gain: a bootstrap that redraws both the seeds (training noise) and the test users (which
+users the split happens to hold), the two recipes paired by seed and user. A gain is a finding when its interval
+excludes 0. The epoch is chosen on validation. Writes bench/results/sasrec_NAME.json and .md.
 
-    PYTHONPATH=. python bench/bench_sasrec_recipes.py --name weight_average --baseline weight_average=0 \\
-        --change weight_average=0.98 [--seeds 0 1 2 3 4 5] [--jobs 2] [--threads 1]
+    PYTHONPATH=. python bench/bench_sasrec_recipes.py --name weight_average --baseline weight_average_decay=0 \\
+        --change weight_average_decay=0.98 [--seeds 0 1 2 3 4 5] [--jobs 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -65,12 +65,13 @@ def train_one(recipe: str, overrides: dict, seed: int, threads: int) -> dict:
     }  # fmt: skip
 
 
-def pooled_gain_interval(runs: list[dict], seeds: list[int]) -> tuple[float, float, float]:
-    """Mean per-user test gain over all seeds, and its bootstrap interval (users resampled, seeds kept paired)."""
+def gain_interval(runs: list[dict], seeds: list[int], replicates: int = 2_000) -> tuple[float, float, float]:
+    """Mean test gain per user and seed, and its 95 % interval from a bootstrap over seeds and users together."""
     by_key = {(run["recipe"], run["seed"]): np.asarray(run["test_ndcg@10_per_user"]) for run in runs}
     gains = np.stack([by_key["change", seed] - by_key["baseline", seed] for seed in seeds])  # (seeds, users)
-    weights = bootstrap_weights(gains.shape[1])
-    draws = (gains.mean(0) @ weights) / weights.sum(0)
+    per_seed = gains @ bootstrap_weights(gains.shape[1], replicates) / gains.shape[1]  # (seeds, replicates)
+    drawn_seeds = np.random.default_rng(1).integers(0, len(seeds), (len(seeds), replicates))
+    draws = np.take_along_axis(per_seed, drawn_seeds, axis=0).mean(0)
     return float(gains.mean()), *interval(draws)
 
 
@@ -83,7 +84,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once, each on --threads threads")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    recipes = {"baseline": settings(args.baseline), "change": settings(args.baseline) | settings(args.change)}
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"--seeds repeats a seed: {args.seeds}")
+    baseline = settings(args.baseline)
+    recipes = {"baseline": baseline, "change": baseline | settings(args.change)}
     load_before = load_average()
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
@@ -102,7 +106,7 @@ def main() -> None:
         wide[(metric, "gain")] = wide[(metric, "change")] - wide[(metric, "baseline")]
     wide.columns = [f"{metric} {recipe}" for metric, recipe in wide.columns]
     medians = table.groupby("recipe")[["valid_ndcg@10", "test_ndcg@10", "best_epoch"]].median()
-    mean_gain, low, high = pooled_gain_interval(runs, args.seeds)
+    mean_gain, low, high = gain_interval(runs, args.seeds)
     up = {m: int((wide[f"{m} gain"] > 0).sum()) for m in ("valid_ndcg@10", "test_ndcg@10")}
 
     hardware = describe(args.threads, load_before)
@@ -126,9 +130,9 @@ def main() -> None:
         f"Per seed (gain = change - baseline):\n\n{wide.round(4).to_markdown()}\n\n"
         f"Medians over the seeds:\n\n{medians.round(4).to_markdown()}\n\n"
         f"Validation NDCG@10 up on {up['valid_ndcg@10']} of {len(args.seeds)} seeds, test NDCG@10 on "
-        f"{up['test_ndcg@10']}. Mean test gain per user over all seeds {mean_gain:+.4f}, 95 % interval "
-        f"[{low:+.4f}, {high:+.4f}] (bootstrap over the {len(runs[0]['test_ndcg@10_per_user'])} test users, "
-        f"seeds paired): {verdict}.\n"
+        f"{up['test_ndcg@10']}. Mean test gain {mean_gain:+.4f}, 95 % interval [{low:+.4f}, {high:+.4f}] "
+        f"(bootstrap redrawing the {len(args.seeds)} seeds and the {len(runs[0]['test_ndcg@10_per_user'])} test "
+        f"users, recipes paired by seed and user): {verdict}.\n"
     )
     with atomic_path(RESULTS / f"sasrec_{args.name}.md") as path:
         path.write_text(text)

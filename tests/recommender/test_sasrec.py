@@ -66,12 +66,16 @@ def test_weight_average_keeps_the_moving_average_of_the_weights():
     model_config = SASRecConfig(n_items=split.test.n_items, max_len=LENGTH, d_model=32, n_heads=2, n_blocks=1)
     ranking = {}
     for decay in (0.0, 0.9, 0.9999):
-        config = SASRecTrainingConfig(epochs=5, batch_size=32, learning_rate=5e-3, weight_average=decay)
-        model = train_sasrec(split, model_config, config, tiny_runtime()).model
-        ranking[decay] = evaluate_full_ranking(sasrec_scorer(model), split.test)["ndcg@10"]
+        config = SASRecTrainingConfig(epochs=5, batch_size=32, learning_rate=5e-3, weight_average_decay=decay)
+        trained = train_sasrec(split, model_config, config, tiny_runtime())
+        # what is returned is a plain SASRec, ready to serve, and the very weights whose validation chose the epoch
+        assert type(trained.model) is SASRec and not trained.model.training
+        valid = evaluate_full_ranking(sasrec_scorer(trained.model), split.valid)["ndcg@10"]
+        assert valid == pytest.approx(max(trained.history.series("valid_ndcg@10")))
+        ranking[decay] = evaluate_full_ranking(sasrec_scorer(trained.model), split.test)["ndcg@10"]
     assert ranking[0.0] > 0.95 and ranking[0.9] > 0.95 and ranking[0.9999] < 0.8
-    with pytest.raises(ValueError, match="weight_average"):
-        train_sasrec(split, model_config, SASRecTrainingConfig(weight_average=1.0), tiny_runtime())
+    with pytest.raises(ValueError, match="weight_average_decay"):
+        SASRecTrainingConfig(weight_average_decay=1.0)
 
 
 def _fixed_scorer(scores: list[float]):

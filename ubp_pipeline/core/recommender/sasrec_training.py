@@ -39,14 +39,19 @@ class SASRecTrainingConfig:
     weight_decay: float = 0.0
     item_dropout: float = 0.0  # share of input items hidden from attention in each training batch
     label_smoothing: float = 0.0  # share of each target's probability spread uniformly over all items
-    weight_average: float = 0.0  # decay per step of the weights' moving average that is validated and kept; 0 = off
+    weight_average_decay: float = 0.0  # per step, of the weights' moving average validated and kept; 0 = off
     patience: int = 5  # epochs without a better validation NDCG@10 before stopping
     valid_users: int | None = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight_average_decay < 1.0:
+            raise ValueError(f"weight_average_decay is a decay per step in [0, 1), got {self.weight_average_decay}")
 
 
 @dataclass(frozen=True)
 class TrainedSASRec:
-    """The best epoch's model (eval mode), its history, and wall time of all epochs including validation."""
+    """The best epoch's model (eval mode; the moving average of the weights when training kept one), its history,
+    and wall time of all epochs including validation."""
 
     model: SASRec
     history: TrainingHistory
@@ -69,8 +74,8 @@ def train_sasrec(
     """
     device = runtime.device
     model = SASRec(model_config).to(device)
-    averaged = _moving_average(model, config.weight_average)
-    kept = model if averaged is None else averaged.module  # the model validated and returned
+    averaged = _moving_average(model, config.weight_average_decay)
+    validated = model if averaged is None else averaged.module  # the weights each epoch is judged and kept by
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     windows = torch.as_tensor(split.train.windows(model_config.max_len + 1))
     n_tokens = int((windows[:, :-1] != 0).sum())
@@ -103,7 +108,7 @@ def train_sasrec(
             total_loss += loss.item() * len(batch)
         train_seconds += time.perf_counter() - started
 
-        valid = evaluate_full_ranking(sasrec_scorer(kept), split.valid, device=device, users=valid_users)
+        valid = evaluate_full_ranking(sasrec_scorer(validated), split.valid, device=device, users=valid_users)
         metrics = {
             "train_loss": total_loss / len(windows),
             "valid_hr@10": valid["hr@10"],
@@ -112,15 +117,15 @@ def train_sasrec(
         }
         history.record(epoch, metrics, callback)
         if valid["ndcg@10"] > best_ndcg:
-            best_ndcg, best_epoch, best_state = valid["ndcg@10"], epoch, copy.deepcopy(kept.state_dict())
+            best_ndcg, best_epoch, best_state = valid["ndcg@10"], epoch, copy.deepcopy(validated.state_dict())
         elif epoch - best_epoch >= config.patience:
             break
 
-    kept.load_state_dict(best_state)
-    kept.eval()
+    validated.load_state_dict(best_state)
+    validated.eval()
     epochs_run = len(history.epochs)
     return TrainedSASRec(
-        model=kept,
+        model=validated,
         history=history,
         best_epoch=best_epoch,
         seconds=sum(history.series("epoch_seconds")),
@@ -130,8 +135,6 @@ def train_sasrec(
 
 def _moving_average(model: SASRec, decay: float) -> AveragedModel | None:
     """An exponential moving average of ``model``'s weights, updated after every step; None when ``decay`` is 0."""
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"weight_average is a decay per step in [0, 1), got {decay}")
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay else None
 
 
