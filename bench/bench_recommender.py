@@ -52,7 +52,8 @@ SASREC = {"max_len": 50, "d_model": 64, "n_heads": 2, "n_blocks": 2, "dropout": 
 # kept. Weight averaging 0.98 (the model kept is a moving average over ~50 steps, about an epoch here), seeds 0-5:
 # validation NDCG@10 gains +0.0031 / +0.0006 / +0.0042 / +0.0001 / +0.0042 / -0.0029, test median 0.1097 -> 0.1115,
 # but the test gain is within noise (bench/results/sasrec_weight_average.md); kept because validation, which
-# chooses, leans to it. Its best epochs come later (3 of 6 runs peaked at 34-36 of the 40 epochs): the cap may bind
+# chooses, leans to it. Its best epochs come later (3 of 6 runs peaked at 34-36 of the 40 epochs), yet 80 epochs
+# changed nothing on seeds 0-2 (bench/results/sasrec_epochs.md)
 SASREC_TRAINING = SASRecTrainingConfig(item_dropout=0.2, patience=10, label_smoothing=0.1, weight_average_decay=0.98)
 # 128 latents, k = 32: on seed 0's held-out tokens the best compromise of the readability measures among
 # (expansion, k) = (8, 16), (2, 16), (2, 32), (1, 16), (1, 32), (4, 32), with or without per-token normalisation
