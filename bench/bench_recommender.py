@@ -30,6 +30,8 @@ from ubp_pipeline.core.recommender.sae_training import SAETrainingConfig
 from ubp_pipeline.core.recommender.sasrec_training import SASRecTrainingConfig
 from ubp_pipeline.core.recommender.stages import annotate_layer, train_dictionary, train_recommender
 from ubp_pipeline.core.recommender.steering import (
+    CONCEPT_DIRECTION,
+    LABEL_BIAS,
     REFINE_STEPS,
     SINGLE_CONCEPT_OUTPUT_AUROC,
     STRENGTH_GRID,
@@ -94,8 +96,9 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> d
 
     started = time.perf_counter()
     steering = steering_report(
-        model, dictionary.sae, dictionary.fit.layer, annotations.sae_features, split.test, device=runtime.device
-    )
+        model, dictionary.sae, dictionary.fit.layer, annotations.sae_features, split.test,
+        modes=("add", "clamp", LABEL_BIAS, CONCEPT_DIRECTION), device=runtime.device,
+    )  # fmt: skip
     steering_wall = time.perf_counter() - started
     by_annotation = steering_report(
         model, dictionary.sae, dictionary.fit.layer, annotations.sae_features, split.test, modes=("add", "clamp"),
@@ -126,7 +129,7 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> d
             "SASRec + baselines (training incl. per-epoch validation)": sasrec_wall,
             "SAE (hidden states, training, held-out metrics, splice fidelity)": sae_wall,
             "annotation (SAE + hidden dims, current + next item, held-out tokens; output AUROCs)": annotation_wall,
-            "steering report (calibrated, add + clamp + label bias)": steering_wall,
+            "steering report (calibrated, add + clamp + label bias + concept direction)": steering_wall,
         },
     }
 
@@ -246,8 +249,11 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict) ->
         "multiple below) that doubles the label's share of the top-10 (at least 2 items in 10, at most all 10), added "
         "along the decoder direction or clamped, at the last position; NDCG@10 on all 943 users' test items. "
         "label_bias is the reference: the same search for a bonus added to the SASRec score of every item of the "
-        "label (unit: the median over users of the deviation of their scores), the concept direction no feature can "
-        f"beat. Summary = medians over {seeds} seed(s), share_reaching_target_within_10%_cost = the share of "
+        "label (unit: the median over users of the deviation of their scores), which no feature can beat; "
+        "concept_direction the second reference: the direction of SASRec's output whose effect on the scores best "
+        "fits that bonus (least squares over the item vectors), added at the last position (same unit), the best a "
+        "single direction of the hidden state can do: when it misses the target, so will every feature. "
+        f"Summary = medians over {seeds} seed(s), share_reaching_target_within_10%_cost = the share of "
         "labels whose top-10 share doubled at no more than 10 % relative NDCG@10 cost:",
         "",
         markdown_table(tables["steering_summary"]),

@@ -12,7 +12,7 @@ from ubp_pipeline.assets.sequences import USER_SEQUENCES
 from ubp_pipeline.core.common.checkpoint import CONFIG_FILE
 from ubp_pipeline.core.common.sql import run_sql
 from ubp_pipeline.core.profiles.assembly import MANIFEST_FILE
-from ubp_pipeline.core.recommender.steering import LABEL_BIAS
+from ubp_pipeline.core.recommender.steering import REFERENCES
 from ubp_pipeline.core.recommender.store import COMPARISON_FILE, STEERING_FILE, load_steering_report
 from ubp_pipeline.core.sequences.user_sequences import read_manifest
 from ubp_pipeline.core.warehouse.database import connect_warehouse
@@ -120,7 +120,7 @@ def _print_recommender(settings: Settings) -> None:
     if steering.empty:
         print("  steering: no feature fired often enough to steer by")
         return
-    by_feature = steering[steering["mode"] != LABEL_BIAS]
+    by_feature = steering[~steering["mode"].isin(REFERENCES)]
     best = by_feature.loc[(by_feature["share_after"] - by_feature["share_before"]).idxmax(), "feature"]
     example = steering[steering["feature"] == best]
     first = example.iloc[0]

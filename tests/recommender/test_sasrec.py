@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.recommender_fixtures import LENGTH, planted_sequences, tiny_runtime, trained_planted_sasrec
+from tests.recommender_fixtures import HALF, LENGTH, planted_sequences, tiny_runtime, trained_planted_sasrec
 from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit
 from ubp_pipeline.core.recommender.item_sequences import build_item_sequences, leave_one_out
 from ubp_pipeline.core.recommender.ranking import (
@@ -78,6 +78,39 @@ def test_weight_average_keeps_the_moving_average_of_the_weights():
         SASRecTrainingConfig(weight_average_decay=1.0)
 
 
+def test_attribute_index_numbers_every_value_an_item_carries():
+    sequences = build_item_sequences(np.zeros(3, dtype=int), np.array([10, 20, 30]), np.arange(3))
+    ids = np.array([10, 20, 30])
+    genres = np.array([[True, True, False], [False, False, False], [False, True, True]])
+    sequences = sequences.with_multi_hot("genre", ids, genres, ["a", "b", "c"]).with_categorical(
+        "price", ids, np.array(["low", "high", "low"])
+    )
+    assert sequences.n_attribute_values == 5  # genre a, b, c = 1, 2, 3; price high, low = 4, 5
+    assert sequences.attribute_index().tolist() == [[0, 0, 0], [1, 2, 5], [4, 0, 0], [2, 3, 5]]
+
+
+def test_item_attributes_give_the_items_of_a_value_a_shared_part_of_their_vector():
+    split = leave_one_out(planted_sequences())
+    model_config = SASRecConfig(n_items=split.test.n_items, max_len=LENGTH, d_model=32, n_heads=2, n_blocks=1)
+    config = SASRecTrainingConfig(epochs=5, batch_size=32, learning_rate=5e-3, item_attributes=True)
+    model = train_sasrec(split, model_config, config, tiny_runtime()).model
+    assert (model.config.n_attribute_values, model.config.attribute_slots) == (2, 1)  # category left / right
+    assert evaluate_full_ranking(sasrec_scorer(model), split.test)["ndcg@10"] > 0.5
+    with torch.no_grad():
+        shared = (model.item_vectors() - model.item_embedding.weight)[1:]
+        left, right = shared[:HALF], shared[HALF:]
+        assert torch.allclose(left, left[:1].expand_as(left)) and torch.allclose(right, right[:1].expand_as(right))
+        assert not torch.allclose(left[0], right[0])
+        assert model.item_vectors()[0].abs().sum() == 0  # padding
+    # the attribute index travels with the weights: a model rebuilt from config and state dict scores the same
+    rebuilt = SASRec(model.config)
+    rebuilt.load_state_dict(model.state_dict())
+    histories = torch.as_tensor(split.test.padded(np.arange(8), LENGTH))
+    assert torch.equal(sasrec_scorer(rebuilt)(histories), sasrec_scorer(model)(histories))
+    with pytest.raises(ValueError, match="attribute_index"):
+        SASRec(model.config, torch.zeros(3, 1, dtype=torch.int64))
+
+
 def _fixed_scorer(scores: list[float]):
     """Every user gets the same scores; index 0 is padding."""
     table = torch.tensor([float("-inf"), *scores])
@@ -118,8 +151,9 @@ def test_hidden_state_round_trip_and_edits_change_the_output():
     items = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
     with torch.no_grad():
         full = model(items)
-        for layer in range(3):
+        for layer in range(4):  # 3 = the normalised output: nothing runs after it
             assert torch.allclose(model.forward_from(model.hidden_state(items, layer), items, layer), full, atol=1e-5)
+        assert torch.equal(model.hidden_state(items, 3), full)
         assert torch.isfinite(full).all()
         zeroed = sasrec_scorer(model, HiddenEdit(1, lambda hidden, _: torch.zeros_like(hidden)))(items)
         assert not torch.allclose(zeroed, sasrec_scorer(model)(items))

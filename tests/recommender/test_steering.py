@@ -19,6 +19,7 @@ from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit, Steering, cha
 from ubp_pipeline.core.recommender.ranking import recommend_top_k, sasrec_scorer
 from ubp_pipeline.core.recommender.serving import recommend
 from ubp_pipeline.core.recommender.steering import (
+    concept_direction,
     feature_writes,
     output_aurocs,
     output_readability,
@@ -146,6 +147,25 @@ def test_a_label_is_steered_by_the_feature_whose_effect_best_separates_its_items
         assert chosen["output_auroc"] == aurocs[label].max() > 0.8  # planted: some feature writes each half
         assert chosen["output_auroc"] >= by_annotation.loc[label, "output_auroc"]
     assert by_output.loc["category:right", "reached_target"]  # these users' minority half: 2 items in 10 suffice
+
+
+def test_the_concept_direction_moves_the_scores_of_the_labels_items_and_steers_like_a_feature():
+    split, model, sae, annotations = interpretable_planted_model()
+    carries = split.test.has_value("category:right")
+    direction = concept_direction(model, carries)
+    with torch.no_grad():
+        effect = (model.item_vectors() @ direction)[1:].numpy()
+    assert effect[carries[1:]].min() > effect[~carries[1:]].max()  # two halves: a direction separates them fully
+    assert np.corrcoef(effect, carries[1:])[0, 1] > 0.9  # and gives each half about one bonus
+    left_users = np.arange(0, split.test.n_users, 2)
+    report = steering_report(
+        model, sae, LAYER, annotations, split.test, n_features=2, modes=("add", "concept_direction"), users=left_users
+    ).set_index(["label", "mode"])
+    reference = report.loc[("category:right", "concept_direction")]
+    assert reference["reached_target"] and reference["share_after"] >= 2 * reference["share_before"]
+    # the label's feature is reported beside it, and resolving the label finds the feature, not the reference
+    feature = report.loc[("category:right", "add"), "feature"]
+    assert resolve_feature(annotations, "category:right", report=report.reset_index()) == feature
 
 
 def test_what_sae_features_and_hidden_dimensions_write_is_compared_over_their_reliable_features():

@@ -36,8 +36,9 @@ class AnnotationConfig(dg.Config):
 class SteeringConfig(dg.Config):
     n_features: int | None = 20  # the most monosemantic reliable feature of each of this many labels (None = all)
     strength_grid: list[float] | None = None  # multiples of a feature's max activation tried in turn; None: 0.25..32
-    # add along the decoder direction, clamp (set) the activation; label_bias: the reference, a bonus to the label's items
-    modes: list[str] = ["add", "clamp", "label_bias"]
+    # add along the decoder direction, clamp (set) the activation; the references: label_bias, a bonus to the label's
+    # items, and concept_direction, the single direction of the output that best fits that bonus
+    modes: list[str] = ["add", "clamp", "label_bias", "concept_direction"]
     max_users: int = 2_000  # users sampled for the top-10 shares and the NDCG@10
     # steer a label by the feature that writes it (its effect on the scores) or by its annotation (what it reads)
     select_by: Literal["output", "annotation"] = "output"
@@ -152,7 +153,8 @@ def steering_report(
     """Steering each label along the SAE feature that best raises its items (decoder direction added, or activation
     clamped, at the last position) with the strength calibrated per feature: the smallest multiple of its largest activation
     that doubles its label's share of the top-10, the share before and after, and the NDCG@10 it costs; next to it
-    the same target reached by a bonus to every item of the label (``label_bias``), the cost no feature can beat."""
+    the same target reached by a bonus to every item of the label (``label_bias``), the cost no feature can beat, and
+    by the output direction that best fits that bonus (``concept_direction``), the best a single direction can do."""
     from ubp_pipeline.core.common.markdown_tables import markdown_table
     from ubp_pipeline.core.recommender.stages import measure_steering
     from ubp_pipeline.core.recommender.steering import steering_summary

@@ -1,11 +1,16 @@
 """SASRec: a causal transformer over a user's item sequence that scores every item as the next one.
 
-Pre-LayerNorm blocks, learned positional embeddings, item embeddings shared by input and output. Batches are
+Pre-LayerNorm blocks, learned positional embeddings, item vectors shared by input and output. An item's vector is
+its own embedding plus, when the model is given the items' attribute values (genre, category, price band), the mean
+of their embeddings: items that share a value share part of their vector, so a rare item starts from what its
+category says, and a concept such as "Drama" becomes one direction the output can move along (steering needs it). Batches are
 left-padded (item 0), so the newest item always sits in the last position and position embeddings mean "recency".
 
 The residual stream is exposed for interpretability: ``hidden_state(items, layer)`` reads it after ``layer`` blocks
-(0 = embeddings, ``n_blocks`` = after the last block, before the final LayerNorm) and ``forward_from(hidden, items,
-layer)`` runs the rest of the network from an edited copy of it (SAE reconstructions, mean-ablation, steering).
+(0 = embeddings, ``n_blocks`` = after the last block, before the final LayerNorm, ``n_blocks + 1`` = the normalised
+output that the item scores read) and ``forward_from(hidden, items, layer)`` runs the rest of the network from an
+edited copy of it (SAE reconstructions, mean-ablation, steering). At the output an edit moves every item's score
+linearly (by its dot product with the item's embedding); before the final LayerNorm a large edit is squashed back.
 """
 
 from __future__ import annotations
@@ -27,13 +32,25 @@ class SASRecConfig:
     n_heads: int = 2
     n_blocks: int = 2
     dropout: float = 0.2
+    n_attribute_values: int = 0  # attribute values with an embedding of their own; 0 = item ids only
+    attribute_slots: int = 0  # the most values one item carries
 
 
 class SASRec(nn.Module):
-    def __init__(self, config: SASRecConfig):
+    def __init__(self, config: SASRecConfig, attribute_index: torch.Tensor | None = None):
+        """``attribute_index`` (n_items + 1, attribute_slots) int64: the 1-based attribute values each item carries,
+        0 in unused slots (``ItemSequences.attribute_index``); left out, it is zeros until ``load_state_dict``."""
         super().__init__()
         self.config = config
         self.item_embedding = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=0)
+        if config.n_attribute_values:
+            shape = (config.n_items + 1, config.attribute_slots)
+            if attribute_index is None:
+                attribute_index = torch.zeros(shape, dtype=torch.int64)
+            elif tuple(attribute_index.shape) != shape:
+                raise ValueError(f"attribute_index has shape {tuple(attribute_index.shape)}, the config says {shape}")
+            self.attribute_embedding = nn.Embedding(config.n_attribute_values + 1, config.d_model, padding_idx=0)
+            self.register_buffer("attribute_index", attribute_index)
         self.position_embedding = nn.Embedding(config.max_len, config.d_model)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
@@ -54,15 +71,17 @@ class SASRec(nn.Module):
     def hidden_state(self, items: torch.Tensor, layer: int) -> torch.Tensor:
         """The residual stream after ``layer`` blocks, (batch, T, d_model), for left-padded ``items`` (batch, T)."""
         positions = torch.arange(self.config.max_len - items.shape[1], self.config.max_len, device=items.device)
-        x = self.item_embedding(items) * math.sqrt(self.config.d_model) + self.position_embedding(positions)
+        x = self.item_vectors(items) * math.sqrt(self.config.d_model) + self.position_embedding(positions)
         x = self.embedding_dropout(x)
         mask = self.attention_mask(items)
         for block in self.blocks[:layer]:
             x = block(x, mask)
-        return x
+        return self.final_norm(x) if layer > self.config.n_blocks else x
 
     def forward_from(self, hidden: torch.Tensor, items: torch.Tensor, layer: int) -> torch.Tensor:
         """Run the blocks after ``layer`` on a (possibly edited) hidden state; returns the normalised output."""
+        if layer > self.config.n_blocks:
+            return hidden
         mask = self.attention_mask(items)
         for block in self.blocks[layer:]:
             hidden = block(hidden, mask)
@@ -71,8 +90,17 @@ class SASRec(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         return self.forward_from(self.hidden_state(items, 0), items, 0)
 
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """The vectors of ``items`` (any shape), or of every item index when None; padding's is zero."""
+        own = self.item_embedding.weight if items is None else self.item_embedding(items)
+        if not self.config.n_attribute_values:
+            return own
+        values = self.attribute_index if items is None else self.attribute_index[items]
+        carried = (values != 0).sum(-1, keepdim=True).clamp(min=1)
+        return own + self.attribute_embedding(values).sum(-2) / carried
+
     def item_scores(self, output: torch.Tensor) -> torch.Tensor:
         """Next-item logits over every item index (padding gets -inf) from outputs (..., d_model)."""
-        scores = output @ self.item_embedding.weight.T
+        scores = output @ self.item_vectors().T
         scores[..., 0] = float("-inf")
         return scores

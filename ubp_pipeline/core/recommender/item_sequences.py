@@ -69,6 +69,28 @@ class ItemSequences:
         attribute = self.attributes[name]
         return attribute.table[:, attribute.labels.index(label)]
 
+    @property
+    def n_attribute_values(self) -> int:
+        return sum(len(attribute.labels) for attribute in self.attributes.values())
+
+    def attribute_index(self) -> np.ndarray:
+        """(n_items + 1, most values one item carries) int64: the values of every attribute each item carries,
+        numbered 1.. across the attributes in order, then 0 in the unused slots (and everywhere in padding's row)."""
+        rows, columns, offset = [], [], 0
+        for attribute in self.attributes.values():
+            item, value = np.nonzero(attribute.table)
+            rows.append(item)
+            columns.append(value + offset + 1)
+            offset += len(attribute.labels)
+        item, value = np.concatenate([np.zeros(0, np.int64), *rows]), np.concatenate([np.zeros(0, np.int64), *columns])
+        order = np.argsort(item, kind="stable")
+        item, value = item[order], value[order]
+        carried = np.bincount(item, minlength=self.n_items + 1)
+        slot = np.arange(len(item)) - np.repeat(np.cumsum(carried) - carried, carried)
+        index = np.zeros((self.n_items + 1, int(carried.max(initial=0))), dtype=np.int64)
+        index[item, slot] = value
+        return index
+
     def item_counts(self) -> np.ndarray:
         """How often each item index occurs (length n_items + 1, padding count 0): the popularity baseline's scores."""
         return np.bincount(self.items, minlength=self.n_items + 1)

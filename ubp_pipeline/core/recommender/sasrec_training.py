@@ -7,14 +7,15 @@ which keeps a share of each target's probability spread over all items so the mo
 the items it has memorised. The number of epochs is chosen by validation NDCG@10 (early stopping with the best
 weights kept). With *weight averaging* the model validated, kept and returned is an exponential moving average of
 the weights over the last steps rather than the weights of the last step: small batches at a high learning rate
-leave those noisy, and a noisy validation curve makes the epoch choice a matter of luck.
+leave those noisy, and a noisy validation curve makes the epoch choice a matter of luck. With *item attributes* each
+item's vector includes the embeddings of its attribute values (``SASRec``), shared by every item that carries them.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ubp_pipeline.core.common.device import TorchRuntime
 from ubp_pipeline.core.common.progress import EpochCallback, TrainingHistory, progress_bar
-from ubp_pipeline.core.recommender.item_sequences import PADDING, LeaveOneOutSplit
+from ubp_pipeline.core.recommender.item_sequences import PADDING, ItemSequences, LeaveOneOutSplit
 from ubp_pipeline.core.recommender.ranking import evaluate_full_ranking, sasrec_scorer
 from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
 
@@ -40,6 +41,7 @@ class SASRecTrainingConfig:
     item_dropout: float = 0.0  # share of input items hidden from attention in each training batch
     label_smoothing: float = 0.0  # share of each target's probability spread uniformly over all items
     weight_average_decay: float = 0.0  # per step, of the weights' moving average validated and kept; 0 = off
+    item_attributes: bool = False  # item vectors include their attribute values' embeddings
     patience: int = 5  # epochs without a better validation NDCG@10 before stopping
     valid_users: int | None = 10_000
 
@@ -73,7 +75,7 @@ def train_sasrec(
     Validation ranks a fixed random sample of ``valid_users`` users (all when None) so an epoch's check stays cheap.
     """
     device = runtime.device
-    model = SASRec(model_config).to(device)
+    model = _new_model(model_config, split.train if config.item_attributes else None).to(device)
     averaged = _moving_average(model, config.weight_average_decay)
     validated = model if averaged is None else averaged.module  # the weights each epoch is judged and kept by
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -131,6 +133,15 @@ def train_sasrec(
         seconds=sum(history.series("epoch_seconds")),
         tokens_per_second=n_tokens * epochs_run / train_seconds,
     )
+
+
+def _new_model(model_config: SASRecConfig, attributes_of: ItemSequences | None) -> SASRec:
+    """SASRec over the items' ids only, or, given sequences, with the attribute values their items carry."""
+    if attributes_of is None or not attributes_of.n_attribute_values:
+        return SASRec(model_config)
+    index = attributes_of.attribute_index()
+    shape = {"n_attribute_values": attributes_of.n_attribute_values, "attribute_slots": index.shape[1]}
+    return SASRec(replace(model_config, **shape), torch.as_tensor(index))
 
 
 def _moving_average(model: SASRec, decay: float) -> AveragedModel | None:

@@ -15,7 +15,11 @@ write a single attribute value.
 
 Next to them the report measures a reference, ``label_bias``: the same bonus added to the score of every item that
 carries the label, the ideal concept direction, which no feature can beat. It tells a weak feature (steering costs
-far more than the reference) from a demanding target (the reference costs as much).
+far more than the reference) from a demanding target (the reference costs as much). A second reference,
+``concept_direction``, is what a single direction of the hidden state can do at best: the direction of SASRec's
+output whose effect on the scores best fits the label's bonus (least squares over the item vectors), added at the
+last position. A feature's decoder column is one such direction, so when this reference misses the target too, no
+SAE (and no steering vector) will reach it on that model: the item vectors cannot express the concept.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from ubp_pipeline.models.sasrec import SASRec
 # multiples of a feature's largest activation tried in turn: the first that reaches the target share is reported
 STRENGTH_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 REFINE_STEPS = 4  # then halvings (geometric) of the gap below the first grid multiple that reached the target
-LABEL_BIAS = "label_bias"  # the reference mode: strength in units of the spread of a user's SASRec scores
+# the reference modes (module docstring); their strength is in units of the spread of a user's SASRec scores
+LABEL_BIAS, CONCEPT_DIRECTION = "label_bias", "concept_direction"
+REFERENCES = (LABEL_BIAS, CONCEPT_DIRECTION)
 SelectBy = Literal["output", "annotation"]
 STEERING_COLUMNS = [
     "feature", "label", "monosemanticity", "output_auroc", "mode", "strength_multiple", "strength", "share_before",
@@ -54,7 +60,7 @@ def resolve_feature(
     ``report`` steered it by (the one that writes it), else the most monosemantic reliable feature carrying it."""
     if isinstance(feature, (int, np.integer)) or feature.isdigit():
         return int(feature)
-    steered = pd.DataFrame() if report is None else report[(report["label"] == feature) & (report["mode"] != LABEL_BIAS)]
+    steered = pd.DataFrame() if report is None else report[(report["label"] == feature) & ~report["mode"].isin(REFERENCES)]
     if not steered.empty:
         return int(steered["feature"].iloc[0])
     reliable = reliable_features(annotations, min_fires)
@@ -88,8 +94,9 @@ def steering_report(
     least ``target_ratio`` / 10, at most 1: a label absent from every list must reach two items in ten), narrowed by
     ``refine_steps`` bisections towards the grid multiple below it, or the largest multiple when none does. One row
     per label and mode: the feature, its output AUROC for the label, share before and after, NDCG@10 on ``sequences``
-    (target = each user's last item) before and after, and the relative NDCG cost. A ``label_bias`` row is the
-    reference (module docstring); its unit is the median over users of their SASRec scores' deviation.
+    (target = each user's last item) before and after, and the relative NDCG cost. ``label_bias`` and
+    ``concept_direction`` rows are the references (module docstring); their unit is the median over users of their
+    SASRec scores' deviation.
 
     Top-10 lists come from the same histories as the NDCG, so share and cost describe the same recommendations.
     """
@@ -117,7 +124,7 @@ def steering_report(
         has_value = sequences.has_value(label)
         share_before = has_value[top_before].mean()
         target = min(target_ratio * max(share_before, 0.1), 1.0)  # 0.1: one item in ten
-        unit = score_spread if mode == LABEL_BIAS else float(feature.max_activation)
+        unit = score_spread if mode in REFERENCES else float(feature.max_activation)
         multiple, top, ndcg = _smallest_reaching(  # called at once: the closures see this iteration's values
             lambda multiple: measure(  # noqa: B023
                 _steered(model, sae, layer, feature_index, label, mode, multiple * unit, sequences, device)  # noqa: B023
@@ -233,11 +240,26 @@ def _steered(
     sequences: ItemSequences, device: torch.device,
 ) -> Scorer:
     """SASRec steered along ``feature`` in ``mode`` at ``strength``; for ``label_bias``, SASRec with ``strength``
-    added to the score of every item carrying ``label``."""
-    if mode != LABEL_BIAS:
-        return sasrec_scorer(model, steering_edit(sae, layer, Steering(int(feature), strength, mode)))
-    plain, bonus = sasrec_scorer(model), torch.as_tensor(sequences.has_value(label), device=device)
-    return lambda histories: plain(histories) + strength * bonus
+    added to the score of every item carrying ``label``; for ``concept_direction``, with ``strength`` times the
+    label's ``concept_direction`` added to the output at the last position."""
+    carries = sequences.has_value(label)
+    if mode == CONCEPT_DIRECTION:
+        output = model.config.n_blocks + 1
+        return sasrec_scorer(model, shift_edit(output, strength * concept_direction(model, carries)))
+    if mode == LABEL_BIAS:
+        plain, bonus = sasrec_scorer(model), torch.as_tensor(carries, device=device)
+        return lambda histories: plain(histories) + strength * bonus
+    return sasrec_scorer(model, steering_edit(sae, layer, Steering(int(feature), strength, mode)))
+
+
+@torch.no_grad()
+def concept_direction(model: SASRec, carries: np.ndarray) -> torch.Tensor:
+    """(d_model,): the direction of SASRec's output whose change of the scores (item vectors . direction) best fits,
+    in least squares over the items, one point more for every item that ``carries`` (n_items + 1,) the label, centred
+    (one point less for the rest on average). Added at strength s it moves a user's scores by about s x that bonus."""
+    vectors = model.item_vectors()[1:].float()
+    bonus = torch.as_tensor(carries[1:], dtype=torch.float32, device=vectors.device)
+    return torch.linalg.lstsq(vectors.cpu(), (bonus - bonus.mean())[:, None].cpu()).solution[:, 0].to(vectors.device)
 
 
 def _smallest_reaching(
