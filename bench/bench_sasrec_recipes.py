@@ -1,14 +1,16 @@
-"""MovieLens-100k: SASRec alone under two training recipes, paired by seed and by user.
+"""MovieLens-100k (or a user_sequences partition): SASRec alone under two training recipes, paired by seed and user.
 
 bench_recommender.py trains SASRec with seeds 0-2 inside the whole interpretability report; this trains only SASRec,
 on its recipe with some settings replaced (``--baseline``) against the same recipe with others replaced
 (``--change``), for more seeds, and reports validation and test NDCG@10 per seed with the paired gain, and a 95 %
 interval of the mean test gain: a bootstrap that redraws both the seeds (training noise) and the test users (which
 users the split happens to hold), the two recipes paired by seed and user. A gain is a finding when its interval
-excludes 0. The epoch is chosen on validation. Writes bench/results/sasrec_NAME.json and .md.
+excludes 0. The epoch is chosen on validation. With ``--sequences`` it trains on the skus of a user_sequences
+partition (a pipeline run's artifacts/user_sequences/<day>) with the pipeline's own recipe (stages.py) instead.
+Writes bench/results/sasrec_NAME.json and .md.
 
     PYTHONPATH=. python bench/bench_sasrec_recipes.py --name weight_average --baseline weight_average_decay=0 \\
-        --change weight_average_decay=0.98 [--seeds 0 1 2 3 4 5] [--jobs 2] [--threads 1]
+        --change weight_average_decay=0.98 [--seeds 0 1 2 3 4 5] [--jobs 2] [--threads 1] [--sequences FOLDER]
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ from hardware import describe, load_average
 from ubp_pipeline.core.common.atomic import atomic_path
 from ubp_pipeline.core.common.device import make_runtime
 from ubp_pipeline.core.evaluation.noise import beyond_noise, bootstrap_weights, interval
-from ubp_pipeline.core.recommender.item_sequences import leave_one_out
+from ubp_pipeline.core.recommender.item_sequences import LeaveOneOutSplit, leave_one_out
 from ubp_pipeline.core.recommender.ranking import ndcg_per_user, sasrec_scorer
 from ubp_pipeline.core.recommender.sasrec_training import SASRecTrainingConfig, train_sasrec
+from ubp_pipeline.core.recommender.sku_sequences import build_sku_sequences
+from ubp_pipeline.core.recommender.stages import SASREC_DEFAULTS as PIPELINE_SASREC
+from ubp_pipeline.core.recommender.stages import SASREC_TRAINING as PIPELINE_TRAINING
 from ubp_pipeline.data.movielens import load_movielens_100k
 from ubp_pipeline.models.sasrec import SASRecConfig
 
@@ -50,13 +55,21 @@ def settings(pairs: list[str]) -> dict:
     return parsed
 
 
-def train_one(recipe: str, overrides: dict, seed: int, threads: int) -> dict:
+def data_and_recipe(sequences: str | None) -> tuple[str, LeaveOneOutSplit, dict, SASRecTrainingConfig]:
+    """(name, split, SASRec fields, training recipe): MovieLens-100k with bench_recommender.py's recipe, or the skus
+    of a user_sequences partition with the pipeline's."""
+    if sequences is None:
+        return "MovieLens-100k", leave_one_out(load_movielens_100k()), SASREC, SASREC_TRAINING
+    return f"the skus of {sequences}", leave_one_out(build_sku_sequences(sequences)), PIPELINE_SASREC, PIPELINE_TRAINING
+
+
+def train_one(recipe: str, overrides: dict, seed: int, threads: int, sequences: str | None) -> dict:
     """One SASRec training; validation and test NDCG@10 of the epoch kept, and every test user's NDCG@10."""
-    split = leave_one_out(load_movielens_100k())
+    _, split, sasrec, recipe_training = data_and_recipe(sequences)
     runtime = make_runtime("cpu", seed=seed, threads=threads)
     started = time.perf_counter()
-    training = dataclasses.replace(SASREC_TRAINING, **overrides)
-    trained = train_sasrec(split, SASRecConfig(n_items=split.test.n_items, **SASREC), training, runtime)
+    training = dataclasses.replace(recipe_training, **overrides)
+    trained = train_sasrec(split, SASRecConfig(n_items=split.test.n_items, **sasrec), training, runtime)
     test = ndcg_per_user(sasrec_scorer(trained.model), split.test)
     return {
         "recipe": recipe, "seed": seed, "best_epoch": trained.best_epoch,
@@ -83,6 +96,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once, each on --threads threads")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sequences", help="a user_sequences partition folder instead of MovieLens-100k")
     args = parser.parse_args()
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"--seeds repeats a seed: {args.seeds}")
@@ -92,7 +106,9 @@ def main() -> None:
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = [
-            pool.submit(train_one, recipe, recipes[recipe], seed, args.threads) for seed in args.seeds for recipe in RECIPES
+            pool.submit(train_one, recipe, recipes[recipe], seed, args.threads, args.sequences)
+            for seed in args.seeds
+            for recipe in RECIPES
         ]
         runs = []
         for future in futures:
@@ -109,10 +125,11 @@ def main() -> None:
     mean_gain, low, high = gain_interval(runs, args.seeds)
     up = {m: int((wide[f"{m} gain"] > 0).sum()) for m in ("valid_ndcg@10", "test_ndcg@10")}
 
+    data, _, sasrec, training = data_and_recipe(args.sequences)
     hardware = describe(args.threads, load_before)
     command = "PYTHONPATH=. python bench/bench_sasrec_recipes.py " + shlex.join(sys.argv[1:])
     record = {
-        "hardware": hardware, "command": command, "sasrec": SASREC, "training": dataclasses.asdict(SASREC_TRAINING),
+        "hardware": hardware, "command": command, "data": data, "sasrec": sasrec, "training": dataclasses.asdict(training),
         "recipes": recipes, "wall_seconds": wall, "runs": runs,
         "test_gain_per_user": {"mean": mean_gain, "low": low, "high": high, "beyond_noise": beyond_noise(low, high)},
     }  # fmt: skip
@@ -121,10 +138,10 @@ def main() -> None:
         path.write_text(json.dumps(record) + "\n")
     verdict = "beyond noise" if beyond_noise(low, high) else "within noise"
     text = (
-        f"# SASRec on MovieLens-100k: {recipes['change']} against {recipes['baseline'] or 'the recipe'}\n\n"
+        f"# SASRec on {data}: {recipes['change']} against {recipes['baseline'] or 'the recipe'}\n\n"
         f"{hardware['cpu_model']}, {hardware['cores']} cores, {args.jobs} training(s) at once on {args.threads} torch "
         f"thread(s) each, load average {hardware['load_average_before']} before, {hardware['load_average_after']} "
-        f"after. SASRec {SASREC}; the training recipe of bench_recommender.py ({dataclasses.asdict(SASREC_TRAINING)}) "
+        f"after. SASRec {sasrec}; the training recipe {dataclasses.asdict(training)} "
         f"with baseline {recipes['baseline']} and change {recipes['change']}; leave-one-out, full ranking, seen "
         f"items filtered; the epoch with the best validation NDCG@10 kept. `{command}`\n\n"
         f"Per seed (gain = change - baseline):\n\n{wide.round(4).to_markdown()}\n\n"
