@@ -121,15 +121,15 @@ def _print_recommender(settings: Settings) -> None:
         print("  steering: no feature fired often enough to steer by")
         return
     by_feature = steering[~steering["mode"].isin(REFERENCES)]
-    best = by_feature.loc[(by_feature["share_after"] - by_feature["share_before"]).idxmax(), "feature"]
-    example = steering[steering["feature"] == best]
-    first = example.iloc[0]
+    best = by_feature.loc[(by_feature["share_after"] - by_feature["share_before"]).idxmax()]
+    example = steering[steering["label"] == best["label"]]  # its feature's modes, then the references
     moves = ", ".join(
         f"{r.mode} {r.share_after:.2f} at {r.strength_multiple:.2g}x (NDCG@10 {-r.ndcg_cost:+.4f})"
         for r in example.itertuples()
     )
     print(
-        f"  steering by feature {best} ({first['label']}; the largest effect of {steering['feature'].nunique()} steered"
-        f" features): its top-10 share {first['share_before']:.2f} -> {moves}"
+        f"  steering {best['label']} by feature {best['feature']} (the largest effect of "
+        f"{by_feature['label'].nunique()} steered labels; {' and '.join(REFERENCES)} are references): its top-10 "
+        f"share {best['share_before']:.2f} -> {moves}"
     )
-    print(f"  try it: ubp recommend --client <client_id> --steer {first['label']}=4")
+    print(f"  try it: ubp recommend --client <client_id> --steer {best['label']}=4")

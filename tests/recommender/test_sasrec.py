@@ -97,7 +97,8 @@ def test_item_attributes_give_the_items_of_a_value_a_shared_part_of_their_vector
     assert (model.config.n_attribute_values, model.config.attribute_slots) == (2, 1)  # category left / right
     assert evaluate_full_ranking(sasrec_scorer(model), split.test)["ndcg@10"] > 0.5
     with torch.no_grad():
-        shared = (model.item_vectors() - model.item_embedding.weight)[1:]
+        own, shared = model.item_vectors()[1:].split([32 - model.config.attribute_dims, model.config.attribute_dims], 1)
+        assert torch.equal(own, model.item_embedding.weight[1:])
         left, right = shared[:HALF], shared[HALF:]
         assert torch.allclose(left, left[:1].expand_as(left)) and torch.allclose(right, right[:1].expand_as(right))
         assert not torch.allclose(left[0], right[0])
@@ -109,6 +110,8 @@ def test_item_attributes_give_the_items_of_a_value_a_shared_part_of_their_vector
     assert torch.equal(sasrec_scorer(rebuilt)(histories), sasrec_scorer(model)(histories))
     with pytest.raises(ValueError, match="attribute_index"):
         SASRec(model.config, torch.zeros(3, 1, dtype=torch.int64))
+    with pytest.raises(ValueError, match="attribute_dims"):
+        SASRecConfig(n_items=4, d_model=32, n_attribute_values=2, attribute_slots=1, attribute_dims=32)
 
 
 def _fixed_scorer(scores: list[float]):
@@ -154,6 +157,9 @@ def test_hidden_state_round_trip_and_edits_change_the_output():
         for layer in range(4):  # 3 = the normalised output: nothing runs after it
             assert torch.allclose(model.forward_from(model.hidden_state(items, layer), items, layer), full, atol=1e-5)
         assert torch.equal(model.hidden_state(items, 3), full)
+        for outside in (-1, 4):
+            with pytest.raises(ValueError, match="outside 0..3"):
+                model.hidden_state(items, outside)
         assert torch.isfinite(full).all()
         zeroed = sasrec_scorer(model, HiddenEdit(1, lambda hidden, _: torch.zeros_like(hidden)))(items)
         assert not torch.allclose(zeroed, sasrec_scorer(model)(items))

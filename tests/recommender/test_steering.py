@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 
 import numpy as np
@@ -157,6 +158,10 @@ def test_the_concept_direction_moves_the_scores_of_the_labels_items_and_steers_l
         effect = (model.item_vectors() @ direction)[1:].numpy()
     assert effect[carries[1:]].min() > effect[~carries[1:]].max()  # two halves: a direction separates them fully
     assert np.corrcoef(effect, carries[1:])[0, 1] > 0.9  # and gives each half about one bonus
+    shifted = copy.deepcopy(model)
+    with torch.no_grad():
+        shifted.item_embedding.weight[1:] += 0.5  # every score moves alike: no ranking, so no fit, may see it
+    assert torch.allclose(concept_direction(shifted, carries), direction, atol=1e-4)
     left_users = np.arange(0, split.test.n_users, 2)
     report = steering_report(
         model, sae, LAYER, annotations, split.test, n_features=2, modes=("add", "concept_direction"), users=left_users

@@ -153,8 +153,8 @@ def steering_report(
     """Steering each label along the SAE feature that best raises its items (decoder direction added, or activation
     clamped, at the last position) with the strength calibrated per feature: the smallest multiple of its largest activation
     that doubles its label's share of the top-10, the share before and after, and the NDCG@10 it costs; next to it
-    the same target reached by a bonus to every item of the label (``label_bias``), the cost no feature can beat, and
-    by the output direction that best fits that bonus (``concept_direction``), the best a single direction can do."""
+    the same target reached by two references: a bonus to every item of the label (``label_bias``), and the output
+    direction that best fits that bonus (``concept_direction``), one direction chosen for the label."""
     from ubp_pipeline.core.common.markdown_tables import markdown_table
     from ubp_pipeline.core.recommender.stages import measure_steering
     from ubp_pipeline.core.recommender.steering import steering_summary

@@ -8,7 +8,7 @@ the items it has memorised. The number of epochs is chosen by validation NDCG@10
 weights kept). With *weight averaging* the model validated, kept and returned is an exponential moving average of
 the weights over the last steps rather than the weights of the last step: small batches at a high learning rate
 leave those noisy, and a noisy validation curve makes the epoch choice a matter of luck. With *item attributes* each
-item's vector includes the embeddings of its attribute values (``SASRec``), shared by every item that carries them.
+item's vector ends with the mean of its attribute values' embeddings (``SASRec``), shared by every item carrying them.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class SASRecTrainingConfig:
     item_dropout: float = 0.0  # share of input items hidden from attention in each training batch
     label_smoothing: float = 0.0  # share of each target's probability spread uniformly over all items
     weight_average_decay: float = 0.0  # per step, of the weights' moving average validated and kept; 0 = off
-    item_attributes: bool = False  # item vectors include their attribute values' embeddings
+    item_attributes: bool = False  # item vectors end with their values' mean embedding (data without any: plain)
     patience: int = 5  # epochs without a better validation NDCG@10 before stopping
     valid_users: int | None = 10_000
 

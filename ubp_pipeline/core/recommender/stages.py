@@ -87,10 +87,11 @@ SASREC_DEFAULTS = {"max_len": 32, "d_model": 64, "n_heads": 2, "n_blocks": 2, "d
 # Weight averaging (weight_average_decay 0.98), which MovieLens-100k's validation prefers (bench/results/
 # sasrec_weight_average.md), was level on validation here (same sequences, seeds 0-5: up on 2 of 6, by -0.0006 to
 # +0.0022), so it is left off: the recipe is chosen on validation (test moved 0.1244 -> 0.1262 in median).
-# Item attributes (a sku's vector adds its category's and price band's embeddings) raised validation NDCG@10 on 6 of
-# 6 seeds (+0.0018 to +0.0041; test 0.1253 -> 0.1269 in median, mean gain +0.0016 [-0.0003, +0.0033], within noise)
-# and halve the epochs (best at 3-7 vs 7-11; bench/results/sasrec_demo_item_attributes.md); they also give a label's
-# skus a shared direction, which lifted steering on MovieLens-100k (bench/results/recommender.md).
+# Item attributes (a sku's vector ends with 16 coordinates holding the mean of its category's and price band's
+# embeddings) raised NDCG@10 on the same sequences, seeds 0-5: validation up on 6 of 6, test 0.1253 -> 0.1273 in
+# median, mean gain +0.0024 [+0.0008, +0.0040], beyond noise; best epochs 5-8 vs 7-11 (bench/results/
+# sasrec_demo_item_attributes.md; `bench_sasrec_recipes.py --sequences ... --baseline item_attributes=false
+# --change item_attributes=true`). They also let one direction move all of a label's skus (steering).
 SASREC_TRAINING = SASRecTrainingConfig(
     epochs=30, batch_size=64, learning_rate=1e-3, patience=3, valid_users=2_000, item_dropout=0.2, item_attributes=True
 )
@@ -201,11 +202,12 @@ def fit_recommender(
             f"{sequences.n_users} users have {options.min_length}+ product events on skus seen "
             f"{options.min_item_count}+ times in user_sequences {training_day}; a recommender needs {min_users}"
         )
+    from_data = sorted({"n_items", "n_attribute_values", "attribute_slots"} & set(overrides or {}))
+    if from_data:
+        raise ValueError(f"{from_data} follow from the data (vocabulary, item attributes) and cannot be overridden")
     model_config, training = _with_overrides(
         overrides or {}, SASRecConfig(n_items=sequences.n_items, **SASREC_DEFAULTS), SASREC_TRAINING
     )
-    if model_config.n_items != sequences.n_items:
-        raise ValueError("n_items is the vocabulary size and cannot be overridden")
     result = train_recommender(leave_one_out(sequences), model_config, training, runtime, callback)
     trained = result.trained
     metrics = result.metrics() | {

@@ -13,13 +13,14 @@ steered by the feature with the highest AUROC (``select_by="output"``; "annotati
 feature carrying the label). ``output_readability`` asks the same of every feature and hidden dimension: how many
 write a single attribute value.
 
-Next to them the report measures a reference, ``label_bias``: the same bonus added to the score of every item that
-carries the label, the ideal concept direction, which no feature can beat. It tells a weak feature (steering costs
-far more than the reference) from a demanding target (the reference costs as much). A second reference,
-``concept_direction``, is what a single direction of the hidden state can do at best: the direction of SASRec's
-output whose effect on the scores best fits the label's bonus (least squares over the item vectors), added at the
-last position. A feature's decoder column is one such direction, so when this reference misses the target too, no
-SAE (and no steering vector) will reach it on that model: the item vectors cannot express the concept.
+Next to them the report measures two references. ``label_bias`` adds the same bonus to the score of every item that
+carries the label: not an edit of the hidden state, but it tells a weak feature (steering costs far more than the
+bonus) from a demanding target (the bonus costs as much). ``concept_direction`` is one direction of SASRec's output
+chosen for the label: the one whose effect on the scores best fits that bonus (least squares over the item vectors),
+added at the last position. A feature that misses the target where this direction reaches it is a weak feature;
+when the direction misses too, the item vectors hardly express the concept. It is a yardstick, not a bound: a
+feature edits the stream before the final norm (or is clamped), and a least-squares fit is not the top-10 target,
+so a feature can beat it on a label.
 """
 
 from __future__ import annotations
@@ -125,9 +126,10 @@ def steering_report(
         share_before = has_value[top_before].mean()
         target = min(target_ratio * max(share_before, 0.1), 1.0)  # 0.1: one item in ten
         unit = score_spread if mode in REFERENCES else float(feature.max_activation)
+        direction = concept_direction(model, has_value) if mode == CONCEPT_DIRECTION else None
         multiple, top, ndcg = _smallest_reaching(  # called at once: the closures see this iteration's values
             lambda multiple: measure(  # noqa: B023
-                _steered(model, sae, layer, feature_index, label, mode, multiple * unit, sequences, device)  # noqa: B023
+                _steered(model, sae, layer, feature_index, mode, multiple * unit, has_value, direction, device)  # noqa: B023
             ),
             lambda top: has_value[top].mean() >= target,  # noqa: B023
             strength_grid,
@@ -236,16 +238,14 @@ def output_readability(
 
 
 def _steered(
-    model: SASRec, sae: TopKSAE, layer: int, feature: int, label: str, mode: str, strength: float,
-    sequences: ItemSequences, device: torch.device,
+    model: SASRec, sae: TopKSAE, layer: int, feature: int, mode: str, strength: float, carries: np.ndarray,
+    direction: torch.Tensor | None, device: torch.device,
 ) -> Scorer:
     """SASRec steered along ``feature`` in ``mode`` at ``strength``; for ``label_bias``, SASRec with ``strength``
-    added to the score of every item carrying ``label``; for ``concept_direction``, with ``strength`` times the
-    label's ``concept_direction`` added to the output at the last position."""
-    carries = sequences.has_value(label)
+    added to the score of every item that ``carries`` the label; for ``concept_direction``, with ``strength`` times
+    ``direction`` (the label's ``concept_direction``) added to the output at the last position."""
     if mode == CONCEPT_DIRECTION:
-        output = model.config.n_blocks + 1
-        return sasrec_scorer(model, shift_edit(output, strength * concept_direction(model, carries)))
+        return sasrec_scorer(model, shift_edit(model.output_layer, strength * direction))
     if mode == LABEL_BIAS:
         plain, bonus = sasrec_scorer(model), torch.as_tensor(carries, device=device)
         return lambda histories: plain(histories) + strength * bonus
@@ -255,11 +255,13 @@ def _steered(
 @torch.no_grad()
 def concept_direction(model: SASRec, carries: np.ndarray) -> torch.Tensor:
     """(d_model,): the direction of SASRec's output whose change of the scores (item vectors . direction) best fits,
-    in least squares over the items, one point more for every item that ``carries`` (n_items + 1,) the label, centred
-    (one point less for the rest on average). Added at strength s it moves a user's scores by about s x that bonus."""
-    vectors = model.item_vectors()[1:].float()
-    bonus = torch.as_tensor(carries[1:], dtype=torch.float32, device=vectors.device)
-    return torch.linalg.lstsq(vectors.cpu(), (bonus - bonus.mean())[:, None].cpu()).solution[:, 0].to(vectors.device)
+    in least squares over the items, one point more for every item that ``carries`` (n_items + 1,) the label than
+    for the rest, up to a shift of every score alike (which no ranking sees: the item vectors are centred). Added at
+    strength s it moves a user's scores by about s x that bonus."""
+    vectors = model.item_vectors()[1:].float().cpu()
+    bonus = torch.as_tensor(carries[1:], dtype=torch.float32)
+    fit = torch.linalg.lstsq(vectors - vectors.mean(0), (bonus - bonus.mean())[:, None]).solution[:, 0]
+    return fit.to(model.item_embedding.weight.device)
 
 
 def _smallest_reaching(
