@@ -55,17 +55,21 @@ def settings(pairs: list[str]) -> dict:
     return parsed
 
 
-def data_and_recipe(sequences: str | None) -> tuple[str, LeaveOneOutSplit, dict, SASRecTrainingConfig]:
-    """(name, split, SASRec fields, training recipe): MovieLens-100k with bench_recommender.py's recipe, or the skus
-    of a user_sequences partition with the pipeline's."""
+def recipe_for(sequences: str | None) -> tuple[str, dict, SASRecTrainingConfig]:
+    """(data name, SASRec fields, training recipe): MovieLens-100k with bench_recommender.py's recipe, or the skus of a
+    user_sequences partition with the pipeline's."""
     if sequences is None:
-        return "MovieLens-100k", leave_one_out(load_movielens_100k()), SASREC, SASREC_TRAINING
-    return f"the skus of {sequences}", leave_one_out(build_sku_sequences(sequences)), PIPELINE_SASREC, PIPELINE_TRAINING
+        return "MovieLens-100k", SASREC, SASREC_TRAINING
+    return f"the skus of {sequences}", PIPELINE_SASREC, PIPELINE_TRAINING
+
+
+def load_split(sequences: str | None) -> LeaveOneOutSplit:
+    return leave_one_out(load_movielens_100k() if sequences is None else build_sku_sequences(sequences))
 
 
 def train_one(recipe: str, overrides: dict, seed: int, threads: int, sequences: str | None) -> dict:
     """One SASRec training; validation and test NDCG@10 of the epoch kept, and every test user's NDCG@10."""
-    _, split, sasrec, recipe_training = data_and_recipe(sequences)
+    split, (_, sasrec, recipe_training) = load_split(sequences), recipe_for(sequences)
     runtime = make_runtime("cpu", seed=seed, threads=threads)
     started = time.perf_counter()
     training = dataclasses.replace(recipe_training, **overrides)
@@ -125,7 +129,7 @@ def main() -> None:
     mean_gain, low, high = gain_interval(runs, args.seeds)
     up = {m: int((wide[f"{m} gain"] > 0).sum()) for m in ("valid_ndcg@10", "test_ndcg@10")}
 
-    data, _, sasrec, training = data_and_recipe(args.sequences)
+    data, sasrec, training = recipe_for(args.sequences)
     hardware = describe(args.threads, load_before)
     command = "PYTHONPATH=. python bench/bench_sasrec_recipes.py " + shlex.join(sys.argv[1:])
     record = {

@@ -20,7 +20,7 @@ from ubp_pipeline.core.recommender.ranking import (
     sasrec_scorer,
 )
 from ubp_pipeline.core.recommender.sasrec_training import SASRecTrainingConfig, train_sasrec
-from ubp_pipeline.core.recommender.stages import best_model, compare_with_baselines
+from ubp_pipeline.core.recommender.stages import best_model, compare_with_baselines, fit_recommender
 from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
 
 
@@ -97,7 +97,8 @@ def test_item_attributes_give_the_items_of_a_value_a_shared_part_of_their_vector
     assert (model.config.n_attribute_values, model.config.attribute_slots) == (2, 1)  # category left / right
     assert evaluate_full_ranking(sasrec_scorer(model), split.test)["ndcg@10"] > 0.5
     with torch.no_grad():
-        own, shared = model.item_vectors()[1:].split([32 - model.config.attribute_dims, model.config.attribute_dims], 1)
+        width = model.config.attribute_dims
+        own, shared = model.item_vectors()[1:].split([model.config.d_model - width, width], 1)
         assert torch.equal(own, model.item_embedding.weight[1:])
         left, right = shared[:HALF], shared[HALF:]
         assert torch.allclose(left, left[:1].expand_as(left)) and torch.allclose(right, right[:1].expand_as(right))
@@ -112,6 +113,11 @@ def test_item_attributes_give_the_items_of_a_value_a_shared_part_of_their_vector
         SASRec(model.config, torch.zeros(3, 1, dtype=torch.int64))
     with pytest.raises(ValueError, match="attribute_dims"):
         SASRecConfig(n_items=4, d_model=32, n_attribute_values=2, attribute_slots=1, attribute_dims=32)
+    for from_data in ("n_items", "attribute_slots"):  # sizes the data sets: refused before any data is read
+        with pytest.raises(ValueError, match=f"'{from_data}'.*follow from the data"):
+            fit_recommender(
+                "no_such_partition", "out", tiny_runtime(), training_day="2022-09-22", overrides={from_data: 3}
+            )
 
 
 def _fixed_scorer(scores: list[float]):

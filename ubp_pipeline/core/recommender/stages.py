@@ -196,15 +196,15 @@ def fit_recommender(
     callback: EpochCallback | None = None,
 ) -> RecommenderFit:
     """``train_recommender`` on the day's sku sequences, saved with the baselines and the name of the model to serve."""
+    from_data = sorted({"n_items", "n_attribute_values", "attribute_slots"} & set(overrides or {}))
+    if from_data:
+        raise ValueError(f"{from_data} follow from the data (vocabulary, item attributes) and cannot be overridden")
     sequences = build_sku_sequences(sequences_dir, options)
     if sequences.n_users < min_users:
         raise NotEnoughData(
             f"{sequences.n_users} users have {options.min_length}+ product events on skus seen "
             f"{options.min_item_count}+ times in user_sequences {training_day}; a recommender needs {min_users}"
         )
-    from_data = sorted({"n_items", "n_attribute_values", "attribute_slots"} & set(overrides or {}))
-    if from_data:
-        raise ValueError(f"{from_data} follow from the data (vocabulary, item attributes) and cannot be overridden")
     model_config, training = _with_overrides(
         overrides or {}, SASRecConfig(n_items=sequences.n_items, **SASREC_DEFAULTS), SASREC_TRAINING
     )
