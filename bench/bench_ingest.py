@@ -157,11 +157,11 @@ def bench_size(target_events: int, repeats: int, with_pandas: bool) -> dict:
 def _markdown(result: dict) -> str:
     hw = result["hardware"]
     lines = [
-        f"Ingest + sequence building, medians of {result['sizes'][0]['repeats']} runs on {hw['cpu']} ({hw['cores']} cores, no GPU).",
+        f"Ingest + sequence building, medians over the runs of each size, on {hw['cpu']} ({hw['cores']} cores, no GPU).",
         "",
-        "| source events | ingest s | sequences s | end-to-end events/s | pandas s | pandas / DuckDB end to end "
+        "| source events | runs | ingest s | sequences s | end-to-end events/s | pandas s | pandas / DuckDB end to end "
         "| peak RSS MB (ingest / sequences / pandas) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["sizes"]:
         rss = row["peak_rss_mb"]
@@ -169,7 +169,7 @@ def _markdown(result: dict) -> str:
         pandas = f"{row['pandas_seconds']:.2f} | {row['pandas_over_duckdb_end_to_end']:.1f}x" if ran_pandas else "not run | -"
         pandas_rss = f"{rss['pandas']:,.0f}" if ran_pandas else "-"
         lines.append(
-            f"| {row['source_events']:,} | {row['ingest_seconds']:.2f} | {row['sequences_seconds']:.2f} | "
+            f"| {row['source_events']:,} | {row['repeats']} | {row['ingest_seconds']:.2f} | {row['sequences_seconds']:.2f} | "
             f"{row['end_to_end_events_per_second']:,.0f} | {pandas} | "
             f"{rss['ingest']:,.0f} / {rss['sequences']:,.0f} / {pandas_rss} |"
         )

@@ -18,6 +18,7 @@ WITH file_days AS (
 )
 SELECT
     source_file,
+    row_number() OVER (ORDER BY source_file) AS file_index,  -- in name order: staged rows carry this, not the name
     least(greatest(
         coalesce(max(day) FILTER (WHERE day BETWEEN $range_first_day AND $range_last_day), max(day), $range_last_day),
         $range_first_day), $range_last_day) BETWEEN $first_day AND $last_day AS owned_here
@@ -33,7 +34,8 @@ SELECT
         WHEN CAST(ts AS DATE) BETWEEN s.range_first_day AND s.range_last_day THEN 'other_day'
         WHEN o.owned_here THEN 'unplaced'
         ELSE 'other_run'
-    END AS placement
+    END AS placement,
+    o.file_index
 FROM source_rows AS r
 JOIN source_file_owners AS o USING (source_file)
 CROSS JOIN ingest_scope AS s;

@@ -5,11 +5,11 @@
 UPDATE staged_events AS s
 SET reason = 'duplicate'
 FROM (
-    SELECT source_file, source_row
+    SELECT file_index, source_row
     FROM staged_events
     WHERE key_hash IN (SELECT key_hash FROM repeated_key_hashes)
     QUALIFY row_number() OVER (
-        PARTITION BY client_id, ts_raw, sku, url, query_text ORDER BY source_file, source_row
+        PARTITION BY client_id, ts_raw, sku, url, query_text ORDER BY file_index, source_row
     ) > 1
 ) AS later_copies
-WHERE s.source_file = later_copies.source_file AND s.source_row = later_copies.source_row AND s.reason IS NULL;
+WHERE s.file_index = later_copies.file_index AND s.source_row = later_copies.source_row AND s.reason IS NULL;

@@ -27,4 +27,5 @@ SELECT
     CAST(to_json({client_id: client_id, timestamp: CAST(ts_raw AS VARCHAR), sku: sku, url: url, query: query_text}) AS VARCHAR),
     now()::TIMESTAMP
 FROM staged_events
+JOIN source_file_owners USING (file_index)
 WHERE reason IS NOT NULL;

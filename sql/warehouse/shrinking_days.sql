@@ -9,7 +9,7 @@ WITH stored AS (
 delivered AS (
     SELECT CAST(ts AS DATE) AS event_date, count(*) AS delivered_rows
     FROM staged_events
-    WHERE placement = 'this_window'
+    WHERE in_window
     GROUP BY ALL
 )
 SELECT event_date, stored_rows, coalesce(delivered_rows, 0) AS delivered_rows

@@ -1,8 +1,11 @@
 -- Stage one event type: the rows this run decides on (see place_source_rows.sql, which runs first), with
 -- `reason` = why a row is refused (NULL = accepted; exact duplicates are marked next, see refuse_duplicates.sql).
+-- A row names its file by `file_index` (source_file_owners gives the name back): the path string on every row made
+-- this table half as large again (peak memory of the 10.5M-event benchmark's ingest 1.97 GB with it, 1.26 GB without).
 CREATE OR REPLACE TEMP TABLE staged_events AS
 SELECT
-    r.*,
+    r.* EXCLUDE (source_file, placement),
+    r.placement = 'this_window' AS in_window,
     CASE
         WHEN r.client_id IS NULL THEN 'null_client_id'
         WHEN r.ts IS NULL THEN 'unparseable_timestamp'

@@ -23,23 +23,40 @@ class EventField:
     stored: pa.DataType  # element type of the list column in sequences.parquet
     loaded: Loaded = "int"  # int: int64 with -1 where missing; seconds: epoch seconds; text: an Arrow string array
     derived: bool = False  # computed by the packer, not selected by the SQL
+    dictionary: bool = True  # dictionary-encoded in parquet; off where nearly every value is distinct
     doc: str = ""
 
 
 EVENT_FIELDS: tuple[EventField, ...] = (
     EventField("event_type", pa.uint8(), doc="code of the event type, in the order of warehouse.events.EVENT_TYPES"),
-    EventField("ts", pa.timestamp("us"), "seconds", doc="when it happened"),
+    EventField("ts", pa.timestamp("us"), "seconds", dictionary=False, doc="when it happened"),
     EventField("sku", pa.int64(), doc="product events only"),
     EventField("category", pa.int64(), doc="the sku's category from the catalogue"),
     EventField("price", pa.uint8(), doc=f"the sku's price bucket, 0..{PRICE_BUCKETS - 1}"),
     EventField("url", pa.int64(), doc="page visits only"),
     EventField("query", pa.string(), "text", doc="search queries only: the 16 codes as a string"),
-    EventField("name", pa.string(), "text", doc="product events only: the sku's name from the catalogue, 16 codes as a string"),
+    EventField(
+        "name", pa.string(), "text", doc="product events only: the sku's name from the catalogue, 16 codes as a string"
+    ),
     EventField("day", pa.int32(), doc="days since the data set's first day"),
     EventField("week", pa.int32(), doc="weeks since the data set's first day"),
-    EventField("seconds_since_previous", pa.int64(), derived=True, doc="gap to the user's previous kept event"),
+    EventField(
+        "seconds_since_previous",
+        pa.int64(),
+        derived=True,
+        dictionary=False,
+        doc="gap to the user's previous kept event",
+    ),
 )
 SELECTED_COLUMNS = ("client_id", *(f.name for f in EVENT_FIELDS if not f.derived))
 SEQUENCE_SCHEMA = pa.schema(
     [("client_id", pa.int64()), ("n_events", pa.int64())] + [(f.name, pa.list_(f.stored)) for f in EVENT_FIELDS]
 )
+# Parquet options of sequences.parquet. Timestamps and gaps are nearly all distinct, so their dictionaries are tried
+# and abandoned on every page; statistics are kept for client_id only (nothing prunes on an event field). On the
+# 10.5M-event benchmark set the writer alone then takes 2.05 s instead of 2.68 s (medians of 3) for the same table,
+# in 169 MB instead of 186 MB.
+SEQUENCE_WRITE_OPTIONS = {
+    "use_dictionary": [f"{f.name}.list.element" for f in EVENT_FIELDS if f.dictionary],
+    "write_statistics": ["client_id"],
+}

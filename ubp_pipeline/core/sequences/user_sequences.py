@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ubp_pipeline.core.common.atomic import atomic_dir
 from ubp_pipeline.core.common.sql import query_sql, run_sql
-from ubp_pipeline.core.sequences.schema import EVENT_FIELDS, SELECTED_COLUMNS, SEQUENCE_SCHEMA
+from ubp_pipeline.core.sequences.schema import EVENT_FIELDS, SELECTED_COLUMNS, SEQUENCE_SCHEMA, SEQUENCE_WRITE_OPTIONS
 from ubp_pipeline.core.sequences.vocabulary import load_vocabularies, vocabulary_version
 from ubp_pipeline.core.warehouse.events import N_CODES, parse_codes
 
@@ -29,6 +29,7 @@ SEQUENCES_FILE = "sequences.parquet"
 VOCABULARY_FILE = "vocabulary.parquet"
 MANIFEST_FILE = "manifest.json"
 _TEXT_FIELDS = {f.name for f in EVENT_FIELDS if f.loaded == "text"}
+
 
 @dataclass(frozen=True)
 class SequenceSpec:
@@ -73,7 +74,10 @@ def build_sequences(
         )
     lengths: list[np.ndarray] = []
     with atomic_dir(out_dir) as tmp:
-        with pq.ParquetWriter(tmp / SEQUENCES_FILE, SEQUENCE_SCHEMA) as writer, ThreadPoolExecutor(1) as background:
+        with (
+            pq.ParquetWriter(tmp / SEQUENCES_FILE, SEQUENCE_SCHEMA, **SEQUENCE_WRITE_OPTIONS) as writer,
+            ThreadPoolExecutor(1) as background,
+        ):
             # Encoding parquet takes as long as reading and packing: the writer encodes one batch while the next is
             # read (both release the GIL), and at most one batch waits, so memory stays at two batches.
             written = None
@@ -205,7 +209,9 @@ class UserSequences:
             name: values.take(pa.array(flat)) if isinstance(values, pa.Array) else values[flat]
             for name, values in self.events.items()
         }
-        return replace(self, client_ids=self.client_ids[rows], offsets=offsets, n_events=self.n_events[rows], events=events)
+        return replace(
+            self, client_ids=self.client_ids[rows], offsets=offsets, n_events=self.n_events[rows], events=events
+        )
 
 
 def _load_field(column: pa.ChunkedArray, loaded: str) -> np.ndarray | pa.Array:
@@ -221,7 +227,9 @@ def load_sequences(directory: str | Path, text_fields: Iterable[str] = ()) -> Us
     """The sequences of a partition with every integer field; text fields (strings, the largest columns at scale)
     only when named in ``text_fields``."""
     wanted = [f for f in EVENT_FIELDS if f.loaded != "text" or f.name in set(text_fields)]
-    table = pq.read_table(Path(directory) / SEQUENCES_FILE, columns=["client_id", "n_events", *(f.name for f in wanted)])
+    table = pq.read_table(
+        Path(directory) / SEQUENCES_FILE, columns=["client_id", "n_events", *(f.name for f in wanted)]
+    )
     lengths = pa.compute.list_value_length(table["event_type"]).to_numpy(zero_copy_only=False).astype(np.int64)
     return UserSequences(
         client_ids=table["client_id"].to_numpy(),
