@@ -8,8 +8,14 @@ import math
 import torch
 
 from tests.recommender_fixtures import planted_sae, tiny_runtime, trained_planted_sasrec
-from ubp_pipeline.core.recommender.sae_training import SAETrainingConfig, evaluate_sae, splice_fidelity, train_sae
-from ubp_pipeline.models.sae import SAEConfig, TopKSAE, geometric_median
+from ubp_pipeline.core.recommender.sae_training import (
+    SAETrainingConfig,
+    evaluate_sae,
+    splice_fidelity,
+    train_channel_sae,
+    train_sae,
+)
+from ubp_pipeline.models.sae import SAEConfig, TopKSAE, geometric_median, widen_to_coordinates
 
 
 def sparse_atom_data(n: int = 4000, d: int = 16, atoms: int = 32, active: int = 3, seed: int = 0) -> torch.Tensor:
@@ -44,6 +50,38 @@ def test_training_keeps_decoder_unit_norm_and_improves_reconstruction():
     assert after["l0"] == 4
     fvu = trained.history.series("fvu")
     assert fvu[-1] < fvu[0]
+
+
+def test_a_channel_sae_reads_and_writes_only_its_coordinates():
+    """Trained on the last 16 of 48 coordinates and widened to all 48: the same codes as on the channel alone, a
+    dictionary that is zero outside it, so adding a feature leaves the other coordinates as they were."""
+    channel = sparse_atom_data(n=2000)
+    noise = torch.randn(2000, 32, generator=torch.Generator().manual_seed(1)) * 3 + 1
+    states = torch.cat([noise, channel], dim=1)
+    config = SAEConfig(d_in=16, expansion=6, k=4)  # 96 latents: a multiple of the 48 coordinates
+    training = SAETrainingConfig(epochs=6, batch_size=128, learning_rate=1e-2)
+
+    wide = train_channel_sae(states, 32, config, training, tiny_runtime()).sae
+    alone = train_sae(channel, config, training, tiny_runtime()).sae
+
+    assert wide.config.d_in == 48 and wide.config.n_latents == 96
+    assert torch.equal(wide.encode(states), alone.encode(channel))
+    assert wide.decoder[:32].abs().max() == 0 and torch.equal(wide.decoder[32:], alone.decoder)
+    reconstruction = wide(states)
+    assert torch.allclose(reconstruction[:, :32], noise.mean(0).expand(2000, 32))
+    assert evaluate_sae(alone, channel)["explained_variance"] > 0.8  # it learned the channel (untrained: < 0.5)
+    assert torch.allclose(reconstruction[:, 32:], alone(channel), atol=1e-6)
+
+
+def test_an_sae_widens_only_to_coordinates_that_end_the_state():
+    sae = TopKSAE(SAEConfig(d_in=16, expansion=6, k=4))
+    for d_in, first in ((48, 16), (40, 24)):  # a gap after the channel; 96 latents not a multiple of 40
+        try:
+            widen_to_coordinates(sae, d_in, first, torch.zeros(first))
+        except ValueError as error:
+            assert "must end the state" in str(error)
+        else:
+            raise AssertionError(f"widened to {first}: of {d_in}")
 
 
 def test_gradient_parallel_to_each_decoder_column_is_removed():

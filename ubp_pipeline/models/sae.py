@@ -106,3 +106,26 @@ class TopKSAE(nn.Module):
     @torch.no_grad()
     def initialize_pre_bias_(self, sample: torch.Tensor) -> None:
         self.pre_bias.copy_(geometric_median(sample))
+
+
+@torch.no_grad()
+def widen_to_coordinates(sae: TopKSAE, d_in: int, first: int, rest: torch.Tensor) -> TopKSAE:
+    """``sae`` (trained on the coordinates ``first:`` of a ``d_in``-wide state) as a ``d_in``-wide SAE that reads and
+    writes only those coordinates: encoder and decoder are zero on the others, whose reconstruction is ``rest`` (their
+    mean, say). Every edit, annotation and steering tool then applies to it as to an SAE of the whole state."""
+    width = sae.config.d_in
+    if first + width != d_in or sae.config.n_latents % d_in:
+        raise ValueError(
+            f"an SAE of {width} coordinates with {sae.config.n_latents} latents does not widen to coordinates "
+            f"{first}: of {d_in} (they must end the state, and the latents must be a multiple of {d_in})"
+        )
+    wide = TopKSAE(
+        SAEConfig(d_in=d_in, expansion=sae.config.n_latents // d_in, k=sae.config.k, aux_k=sae.config.aux_k)
+    ).to(sae.pre_bias.device)
+    wide.encoder.weight.zero_()
+    wide.encoder.weight[:, first:] = sae.encoder.weight
+    wide.encoder.bias.copy_(sae.encoder.bias)
+    wide.decoder.zero_()
+    wide.decoder[first:] = sae.decoder
+    wide.pre_bias.copy_(torch.cat([rest.to(sae.pre_bias.device), sae.pre_bias]))
+    return wide.eval()

@@ -8,7 +8,7 @@ replacing the layer with its mean costs, so "keeps 95 %" means 95 % of what that
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from ubp_pipeline.core.common.progress import EpochCallback, TrainingHistory, pr
 from ubp_pipeline.core.recommender.hidden_edits import mean_ablation, sae_splice
 from ubp_pipeline.core.recommender.item_sequences import ItemSequences
 from ubp_pipeline.core.recommender.ranking import evaluate_full_ranking, sasrec_scorer
-from ubp_pipeline.models.sae import SAEConfig, TopKSAE, fraction_of_variance_unexplained
+from ubp_pipeline.models.sae import SAEConfig, TopKSAE, fraction_of_variance_unexplained, widen_to_coordinates
 from ubp_pipeline.models.sasrec import SASRec
 
 
@@ -145,6 +145,20 @@ def train_sae(
     sae.eval()
     tokens_per_second = len(states) * config.epochs / seconds
     return TrainedSAE(sae=sae, history=history, seconds=seconds, tokens_per_second=tokens_per_second)
+
+
+def train_channel_sae(
+    states: torch.Tensor,
+    first: int,
+    sae_config: SAEConfig,
+    config: SAETrainingConfig,
+    runtime: TorchRuntime,
+) -> TrainedSAE:
+    """A TopK SAE on the coordinates ``first:`` of the states only (``sae_config.d_in`` of them), e.g. the attribute
+    coordinates that end SASRec's output, returned widened to the whole state (``widen_to_coordinates``)."""
+    trained = train_sae(states[:, first:].contiguous(), sae_config, config, runtime)
+    wide = widen_to_coordinates(trained.sae, states.shape[1], first, states[:, :first].mean(0))
+    return replace(trained, sae=wide)
 
 
 @torch.no_grad()
