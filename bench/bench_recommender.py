@@ -2,9 +2,10 @@
 
 Leave-one-out, full ranking over all 1,682 items, items the user has already rated filtered. Every stage is the
 in-memory function the pipeline's assets call (core/recommender/stages.py), once per seed: SASRec and the
-baselines, the SAE (trained on 90 % of users), annotations of SAE features and hidden dimensions on the other 10 %
-(current and next item), and the steering report with per-feature calibrated strength. Figures are medians over the
-seeds; every run is listed in the JSON. Writes bench/results/recommender.json and bench/results/recommender.md.
+baselines, the SAE (trained on 80 % of users), annotations of SAE features and hidden dimensions on the other 20 %
+(current and next item), and the steering report with per-feature calibrated strength; then the same for a second SAE
+over the attribute coordinates of SASRec's output (CHANNEL_SAE). Figures are medians over the seeds; every run is
+listed in the JSON. Writes bench/results/recommender.json and bench/results/recommender.md.
 
     PYTHONPATH=. python bench/bench_recommender.py [--repeats 3] [--threads 1] [--device cpu]   (from the repo root)
 
