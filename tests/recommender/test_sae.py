@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pytest
 import torch
 
 from tests.recommender_fixtures import planted_sae, tiny_runtime, trained_planted_sasrec
@@ -65,23 +66,26 @@ def test_a_channel_sae_reads_and_writes_only_its_coordinates():
     alone = train_sae(channel, config, training, tiny_runtime()).sae
 
     assert wide.config.d_in == 48 and wide.config.n_latents == 96
-    assert torch.equal(wide.encode(states), alone.encode(channel))
-    assert wide.decoder[:32].abs().max() == 0 and torch.equal(wide.decoder[32:], alone.decoder)
+    assert torch.allclose(wide.encode(states), alone.encode(channel), atol=1e-6)
+    assert wide.decoder[:32].abs().max() == 0 and torch.allclose(wide.decoder[32:], alone.decoder)
     reconstruction = wide(states)
     assert torch.allclose(reconstruction[:, :32], noise.mean(0).expand(2000, 32))
     assert evaluate_sae(alone, channel)["explained_variance"] > 0.8  # it learned the channel (untrained: < 0.5)
     assert torch.allclose(reconstruction[:, 32:], alone(channel), atol=1e-6)
 
 
-def test_an_sae_widens_only_to_coordinates_that_end_the_state():
+@pytest.mark.parametrize(
+    ("d_in", "first", "rest", "message"),
+    [
+        (48, 16, 16, "must end the state"),  # a gap after the channel
+        (40, 24, 24, "must end the state"),  # 96 latents are not a multiple of 40
+        (48, 32, 31, "rest holds 31 values"),
+    ],
+)
+def test_an_sae_widens_only_to_coordinates_that_end_the_state(d_in, first, rest, message):
     sae = TopKSAE(SAEConfig(d_in=16, expansion=6, k=4))
-    for d_in, first in ((48, 16), (40, 24)):  # a gap after the channel; 96 latents not a multiple of 40
-        try:
-            widen_to_coordinates(sae, d_in, first, torch.zeros(first))
-        except ValueError as error:
-            assert "must end the state" in str(error)
-        else:
-            raise AssertionError(f"widened to {first}: of {d_in}")
+    with pytest.raises(ValueError, match=message):
+        widen_to_coordinates(sae, d_in, first, torch.zeros(rest))
 
 
 def test_gradient_parallel_to_each_decoder_column_is_removed():

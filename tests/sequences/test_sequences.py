@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.factories import codes, settings_for, write_source
-from ubp_pipeline.core.sequences.user_sequences import VOCABULARY_FILE, load_sequences, read_manifest
+from ubp_pipeline.core.sequences.user_sequences import SEQUENCES_FILE, VOCABULARY_FILE, load_sequences, read_manifest
 from ubp_pipeline.core.sequences.vocabulary import ABSENT, FIRST_VALUE, OOV, load_vocabularies
 from ubp_pipeline.core.warehouse.events import EVENT_CODE, EVENT_TYPES, PAYLOAD_COLUMN
 from ubp_pipeline.definitions import build_definitions
@@ -141,6 +141,15 @@ def test_ties_truncation_and_the_as_of_cut(tmp_path):
     assert 2 not in seqs.client_ids.tolist()  # client 2's only event is outside the window
     metadata = result.asset_materializations_for_node("user_sequences")[0].metadata
     assert (metadata["users"].value, metadata["events_kept"].value, metadata["truncated_users"].value) == (1, 4, 1)
+    # the writer options took (pyarrow ignores a misspelled column path): no dictionary for timestamps and gaps,
+    # statistics for client_id only
+    written = pq.ParquetFile(settings.artifact_dir / "user_sequences" / AS_OF.isoformat() / SEQUENCES_FILE)
+    row_group = written.metadata.row_group(0)
+    columns = {c.path_in_schema: c for c in map(row_group.column, range(row_group.num_columns))}
+    dictionary = {path for path, c in columns.items() if {"RLE_DICTIONARY", "PLAIN_DICTIONARY"} & set(c.encodings)}
+    assert "event_type.list.element" in dictionary and "url.list.element" in dictionary
+    assert not dictionary & {"ts.list.element", "seconds_since_previous.list.element"}
+    assert [path for path, c in columns.items() if c.is_stats_set] == ["client_id"]
 
 
 def test_vocabulary_keeps_the_most_frequent_values_and_encodes_the_rest_as_oov(tmp_path):

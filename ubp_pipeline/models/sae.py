@@ -112,15 +112,24 @@ class TopKSAE(nn.Module):
 def widen_to_coordinates(sae: TopKSAE, d_in: int, first: int, rest: torch.Tensor) -> TopKSAE:
     """``sae`` (trained on the coordinates ``first:`` of a ``d_in``-wide state) as a ``d_in``-wide SAE that reads and
     writes only those coordinates: encoder and decoder are zero on the others, whose reconstruction is ``rest`` (their
-    mean, say). Every edit, annotation and steering tool then applies to it as to an SAE of the whole state."""
+    mean, say). Steering (add, clamp) and annotation then apply to it as to an SAE of the whole state; measures of the
+    whole reconstruction (``evaluate_sae``, splicing) do not, since it replaces the other coordinates by ``rest``."""
     width = sae.config.d_in
+    if len(rest) != first:
+        raise ValueError(f"rest holds {len(rest)} values for the {first} coordinates before the channel")
     if first + width != d_in or sae.config.n_latents % d_in:
         raise ValueError(
             f"an SAE of {width} coordinates with {sae.config.n_latents} latents does not widen to coordinates "
             f"{first}: of {d_in} (they must end the state, and the latents must be a multiple of {d_in})"
         )
     wide = TopKSAE(
-        SAEConfig(d_in=d_in, expansion=sae.config.n_latents // d_in, k=sae.config.k, aux_k=sae.config.aux_k)
+        SAEConfig(
+            d_in=d_in,
+            expansion=sae.config.n_latents // d_in,
+            k=sae.config.k,
+            aux_k=sae.config.aux_k,
+            aux_coef=sae.config.aux_coef,
+        )
     ).to(sae.pre_bias.device)
     wide.encoder.weight.zero_()
     wide.encoder.weight[:, first:] = sae.encoder.weight

@@ -155,7 +155,8 @@ def train_channel_sae(
     runtime: TorchRuntime,
 ) -> TrainedSAE:
     """A TopK SAE on the coordinates ``first:`` of the states only (``sae_config.d_in`` of them), e.g. the attribute
-    coordinates that end SASRec's output, returned widened to the whole state (``widen_to_coordinates``)."""
+    coordinates that end SASRec's output, returned widened to the whole state (``widen_to_coordinates``: steer and
+    annotate it like any SAE, but measure its reconstruction on those coordinates only)."""
     trained = train_sae(states[:, first:].contiguous(), sae_config, config, runtime)
     wide = widen_to_coordinates(trained.sae, states.shape[1], first, states[:, :first].mean(0))
     return replace(trained, sae=wide)
