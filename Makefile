@@ -61,6 +61,7 @@ bench: setup
 	$(BIN)/python bench/bench_probe.py
 	$(BIN)/python bench/bench_gru.py
 	$(BIN)/python bench/bench_recommender.py
+	$(BIN)/python bench/bench_channel_demo.py
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

@@ -27,6 +27,7 @@ from hardware import describe, load_average
 
 from ubp_pipeline.core.common.atomic import atomic_path
 from ubp_pipeline.core.common.device import TorchRuntime, make_runtime
+from ubp_pipeline.core.evaluation.noise import beyond_noise, interval
 from ubp_pipeline.core.recommender.annotation import SINGLE_CONCEPT_AUROC, reliable_features
 from ubp_pipeline.core.recommender.item_sequences import LeaveOneOutSplit, leave_one_out
 from ubp_pipeline.core.recommender.sae_training import SAETrainingConfig, collect_hidden_states, train_channel_sae
@@ -39,6 +40,7 @@ from ubp_pipeline.core.recommender.steering import (
     SINGLE_CONCEPT_OUTPUT_AUROC,
     STRENGTH_GRID,
     output_readability,
+    reached_within_cost,
     steering_report,
     steering_summary,
 )
@@ -142,7 +144,8 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> d
             "training_dead_fraction_last_epoch": dictionary.fit.training_dead_fraction,
             "train_tokens": dictionary.fit.training_tokens,
         },
-        "readability": annotations.comparison_by_subject.reset_index(names="family").to_dict(orient="records"),
+        "readability": annotations.comparison_by_subject.reset_index(names="family").to_dict(orient="records")
+        + channel["readability"],
         "output_readability": writing.reset_index(names="family").to_dict(orient="records"),
         "steering": steering.to_dict(orient="records"),
         "steering_summary": tidy_summary(steering, "output")
@@ -150,7 +153,6 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> d
         + tidy_summary(channel["steering"], CHANNEL_SELECTION),
         "channel": {
             "explained_variance": channel["explained_variance"],
-            "readability": channel["readability"],
             "steering": channel["steering"].to_dict(orient="records"),
         },
         "top_features": top_features(annotations.sae_features).to_dict(orient="records"),
@@ -164,13 +166,20 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> d
     }
 
 
-def attribute_channel(model: SASRec, split: LeaveOneOutSplit, runtime: TorchRuntime) -> dict:
-    """The attribute-channel SAE (CHANNEL_SAE) on the output layer: trained on the same users as the main SAE,
-    annotated on the held-out ones, every label steered by the feature that writes it best."""
+def attribute_channel(
+    model: SASRec,
+    split: LeaveOneOutSplit,
+    runtime: TorchRuntime,
+    holdout_users: float = SAE_HOLDOUT_USERS,
+    steered_users: np.ndarray | None = None,
+) -> dict:
+    """The attribute-channel SAE (CHANNEL_SAE) on the output layer: trained on all but ``holdout_users`` of the users
+    (the same split as the main SAE's), annotated on the others, every label steered by the feature that writes it
+    best, measured on ``steered_users`` (None = all)."""
     if not model.config.n_attribute_values:
         raise ValueError("the attribute-channel SAE needs a SASRec trained with item attributes")
     states = collect_hidden_states(model, split.train, model.output_layer, runtime.device)
-    train, holdout = states.split_users(SAE_HOLDOUT_USERS, runtime.seed)
+    train, holdout = states.split_users(holdout_users, runtime.seed)
     first = model.config.d_model - model.config.attribute_dims
     sae_config = SAEConfig(d_in=model.config.attribute_dims, **CHANNEL_SAE)
     sae = train_channel_sae(train.states, first, sae_config, SAE_TRAINING, runtime).sae
@@ -181,7 +190,7 @@ def attribute_channel(model: SASRec, split: LeaveOneOutSplit, runtime: TorchRunt
     annotations = annotate_layer(sae, holdout, split, subject="next", seed=runtime.seed)
     steering = steering_report(
         model, sae, model.output_layer, annotations.sae_features, split.test, modes=("add", "clamp"),
-        device=runtime.device,
+        users=steered_users, device=runtime.device,
     )  # fmt: skip
     readability = annotations.comparison_by_subject.loc[["sae"]].reset_index(names="family")
     return {
@@ -196,7 +205,8 @@ def channel_against_main(runs: list[dict], draws: int = 10_000) -> dict:
     SAE, with a 95 % bootstrap interval that resamples the seeds and, within each, the labels of each SAE."""
 
     def successes(rows: list[dict]) -> np.ndarray:
-        return np.array([r["reached_target"] and r["relative_ndcg_cost"] <= 0.1 for r in rows if r["mode"] == "add"])
+        report = pd.DataFrame(rows)
+        return reached_within_cost(report[report["mode"] == "add"]).to_numpy()
 
     main = [successes(run["steering"]) for run in runs]
     channel = [successes(run["channel"]["steering"]) for run in runs]
@@ -206,13 +216,15 @@ def channel_against_main(runs: list[dict], draws: int = 10_000) -> dict:
         seeds = rng.integers(0, len(runs), len(runs))
         pooled = [np.concatenate([rng.choice(side[i], len(side[i])) for i in seeds]).mean() for side in (channel, main)]
         differences.append(pooled[0] - pooled[1])
+    low, high = interval(np.array(differences))
     return {
         "channel_labels": [f"{int(c.sum())}/{len(c)}" for c in channel],
         "main_labels": [f"{int(m.sum())}/{len(m)}" for m in main],
         "channel_pooled": float(np.concatenate(channel).mean()),
         "main_pooled": float(np.concatenate(main).mean()),
         "difference": float(np.concatenate(channel).mean() - np.concatenate(main).mean()),
-        "interval_95": [float(x) for x in np.percentile(differences, [2.5, 97.5])],
+        "interval_95": [low, high],
+        "beyond_noise": beyond_noise(low, high),
     }
 
 
@@ -253,10 +265,6 @@ def summarise(runs: list[dict]) -> dict[str, pd.DataFrame]:
         ]
     )  # fmt: skip
     readability = median_table(runs, "readability", READABILITY, ["subject", "family"])
-    channel_readability = median_table(
-        [{"seed": run["seed"], "rows": run["channel"]["readability"]} for run in runs], "rows", READABILITY,
-        ["subject", "family"],
-    )  # fmt: skip
     writing = median_table(runs, "output_readability", OUTPUT_READABILITY, ["family"])
     steering = pd.DataFrame([row for run in runs for row in run["steering_summary"]])
     steering = steering.groupby(["selection", "mode"], sort=False).median().reset_index()
@@ -264,7 +272,7 @@ def summarise(runs: list[dict]) -> dict[str, pd.DataFrame]:
     return {
         "quality": pd.concat([quality, spliced], ignore_index=True),
         "sae": sae.drop(columns=[c for c in sae.columns if c.startswith(("hr@10", "ndcg@10"))]),
-        "readability": pd.concat([readability, channel_readability], ignore_index=True),
+        "readability": readability,
         "output_readability": writing,
         "steering_summary": steering,
         "cost": cost.rename(columns={"index": "stage"}),
@@ -365,7 +373,8 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict) ->
         f"Labels doubled within 10 % cost (add), per seed: attribute-channel SAE {', '.join(versus['channel_labels'])}, "
         f"main SAE {', '.join(versus['main_labels'])}; pooled {versus['channel_pooled']:.2f} vs "
         f"{versus['main_pooled']:.2f}, difference {versus['difference']:+.2f} "
-        f"[{versus['interval_95'][0]:+.2f}, {versus['interval_95'][1]:+.2f}] (95 % bootstrap over seeds and labels).",
+        f"[{versus['interval_95'][0]:+.2f}, {versus['interval_95'][1]:+.2f}] (95 % bootstrap over seeds and labels; "
+        f"{'beyond' if versus['beyond_noise'] else 'within'} noise).",
         "",
         "Seed 0, every labelled feature of the attribute-channel SAE:",
         "",

@@ -299,12 +299,17 @@ def _sample_histories(sequences: ItemSequences, users: np.ndarray, device: torch
     return torch.as_tensor(histories.padded(sample, int(histories.lengths[sample].max())), device=device)
 
 
+def reached_within_cost(report: pd.DataFrame, max_relative_cost: float = 0.1) -> pd.Series:
+    """Per row: the label reached its target share at no more than ``max_relative_cost`` relative NDCG loss."""
+    return report["reached_target"].astype(bool) & (report["relative_ndcg_cost"] <= max_relative_cost)
+
+
 def steering_summary(report: pd.DataFrame, max_relative_cost: float = 0.1) -> dict[str, float]:
     """Per mode: how many features were steered, the share of them that reached their target share at no more than
     ``max_relative_cost`` relative NDCG loss, and the median relative cost (NaN figures when nothing was steered)."""
     summary = {}
     for mode, rows in report.groupby("mode"):
-        cheap = rows["reached_target"].astype(bool) & (rows["relative_ndcg_cost"] <= max_relative_cost)
+        cheap = reached_within_cost(rows, max_relative_cost)
         summary |= {
             f"{mode}_features": float(len(rows)),
             f"{mode}_share_reaching_target_within_{max_relative_cost:.0%}_cost": float(cheap.mean()),
