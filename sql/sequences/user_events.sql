@@ -1,20 +1,23 @@
--- One row per event in the lookback window ($as_of - $lookback_days, $as_of], all five types merged, joined with the
--- catalogue, in sequence order: by user, then time, then a stable tie-break for events sharing a timestamp.
--- Columns in the order of ubp_pipeline/core/sequences/schema.py (EVENT_FIELDS), which the loader checks.
+-- One row per event in the lookback window ($as_of - $lookback_days, $as_of], all five types merged, by user, then
+-- time; the packer (user_sequences._sequence_order) orders the events of a user that share a timestamp.
+-- Columns: client_id, the fields of ubp_pipeline/core/sequences/schema.py whose source is `events` (in that order,
+-- which the loader checks), then `catalogue_row`: the event's row in sequence_catalogue.sql (NULL without a known
+-- sku), from which the packer takes the catalogue fields after this sort, so the sort does not carry them.
 -- day/week count from $first_day, the first day of the data set, so indices mean the same in every partition.
+WITH catalogue AS (
+    SELECT sku, CAST(row_number() OVER (ORDER BY sku) - 1 AS INTEGER) AS catalogue_row FROM product_properties
+)
 SELECT
     e.client_id,
     CAST(enum_code(e.event_type) AS UTINYINT) AS event_type,
     e.ts,
     e.sku,
-    p.category,
-    p.price,
     e.url,
     e.query,
-    p.name,
     CAST(date_diff('day', $first_day, e.event_date) AS INTEGER) AS day,
-    CAST(date_diff('day', $first_day, e.event_date) // 7 AS INTEGER) AS week
+    CAST(date_diff('day', $first_day, e.event_date) // 7 AS INTEGER) AS week,
+    c.catalogue_row
 FROM events AS e
-LEFT JOIN product_properties AS p ON e.sku = p.sku
+LEFT JOIN catalogue AS c ON e.sku = c.sku
 WHERE e.event_date > $as_of - $lookback_days AND e.event_date <= $as_of
-ORDER BY e.client_id, e.ts, e.event_type, e.sku, e.url, e.query
+ORDER BY e.client_id, e.ts

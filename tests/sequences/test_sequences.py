@@ -34,8 +34,13 @@ def _build(defs, instance, first_day, last_day, as_of, **config):
 
 
 def _reference(source, as_of: date, lookback_days: int, max_events: int, first_day: date) -> dict[int, list[tuple]]:
-    """Per user, the kept events as (event_type, sku, url, query, day, seconds_since_previous), by plain Python."""
-    catalogue = set(pd.read_parquet(source / "product_properties.parquet")["sku"])
+    """Per user, the kept events as (event_type, sku, url, query, day, seconds_since_previous, category, price, name),
+    by plain Python."""
+    products = pd.read_parquet(source / "product_properties.parquet")
+    catalogue = {
+        int(sku): (int(category), int(price), name)
+        for sku, category, price, name in zip(*(products[c] for c in ("sku", "category", "price", "name")), strict=True)
+    }
     rows = []
     for event_type in EVENT_TYPES:
         frame = pd.read_parquet(source / f"{event_type}.parquet")
@@ -71,7 +76,9 @@ def _reference(source, as_of: date, lookback_days: int, max_events: int, first_d
         gaps = [-1] + [int((b["ts"] - a["ts"]).total_seconds()) for a, b in zip(events, events[1:])]
         kept = list(zip(events, gaps))[-max_events:]
         reference[client] = [
-            (e["type"], e["sku"], e["url"], e["query"], (e["ts"].date() - first_day).days, gap) for e, gap in kept
+            (e["type"], e["sku"], e["url"], e["query"], (e["ts"].date() - first_day).days, gap,
+             *catalogue.get(e["sku"], (None, None, None)))
+            for e, gap in kept
         ]
     return reference
 
@@ -79,6 +86,7 @@ def _reference(source, as_of: date, lookback_days: int, max_events: int, first_d
 def _as_tuples(seqs, user: int) -> list[tuple]:
     lo, hi = seqs.offsets[user], seqs.offsets[user + 1]
     queries = seqs.query.slice(lo, hi - lo).to_pylist()
+    names = seqs.name.slice(lo, hi - lo).to_pylist()
     return [
         (
             int(seqs.event_type[i]),
@@ -87,6 +95,9 @@ def _as_tuples(seqs, user: int) -> list[tuple]:
             queries[i - lo],
             int(seqs.day[i]),
             int(seqs.seconds_since_previous[i]),
+            None if seqs.category[i] < 0 else int(seqs.category[i]),
+            None if seqs.price[i] < 0 else int(seqs.price[i]),
+            names[i - lo],
         )
         for i in range(lo, hi)
     ]
@@ -95,7 +106,9 @@ def _as_tuples(seqs, user: int) -> list[tuple]:
 def test_sequences_match_a_pure_python_reference_on_generated_data(tiny_defs, tiny_settings, tiny_source, instance):
     as_of = tiny_settings.first_day + timedelta(days=14)
     _build(tiny_defs, instance, tiny_settings.first_day, tiny_settings.last_day, as_of, max_events=16)
-    seqs = load_sequences(tiny_settings.artifact_dir / "user_sequences" / as_of.isoformat(), text_fields=["query"])
+    seqs = load_sequences(
+        tiny_settings.artifact_dir / "user_sequences" / as_of.isoformat(), text_fields=["query", "name"]
+    )
     expected = _reference(tiny_source, as_of, tiny_settings.lookback_days, 16, tiny_settings.first_day)
     assert sorted(seqs.client_ids.tolist()) == sorted(expected)
     assert len(expected) > 100
@@ -123,7 +136,7 @@ def test_ties_truncation_and_the_as_of_cut(tmp_path):
     settings = settings_for(source, tmp_path / "home", FIRST, date(2022, 7, 5), lookback_days=3)
     with dg.DagsterInstance.ephemeral() as instance:
         result = _build(build_definitions(settings), instance, FIRST, date(2022, 7, 5), AS_OF, max_events=4)
-    seqs = load_sequences(settings.artifact_dir / "user_sequences" / AS_OF.isoformat(), text_fields=["query"])
+    seqs = load_sequences(settings.artifact_dir / "user_sequences" / AS_OF.isoformat(), text_fields=["query", "name"])
     user = int(np.flatnonzero(seqs.client_ids == 1)[0])
     # window (07-02 .. 07-04]: the 07-01 buy is before the lookback, the 07-05 visit after the as-of day
     assert seqs.n_events[user] == 7

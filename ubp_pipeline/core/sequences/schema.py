@@ -1,8 +1,9 @@
 """The fields of one event in a user sequence, declared once.
 
-sql/sequences/user_events.sql selects ``client_id`` and every field that is not ``derived``, in this order; the packer
-writes one list column per field to sequences.parquet; the loader exposes each as a flat array on ``UserSequences``;
-the tokenizers read them by name. Adding a field is one entry here plus its column in the SQL.
+sql/sequences/user_events.sql selects ``client_id`` and every field whose source is ``events``, in this order; the
+packer adds the ``catalogue`` fields (sql/sequences/sequence_catalogue.sql, by the event's catalogue row) and the
+``packer`` fields and writes one list column per field to sequences.parquet; the loader exposes each as a flat array on
+``UserSequences``; the tokenizers read them by name. Adding a field is one entry here plus its column in the SQL.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import pyarrow as pa
 PRICE_BUCKETS = 100  # the catalogue's price is a bucket 0-99 (a percentile), in the challenge format
 
 Loaded = Literal["int", "seconds", "text"]
+# events: selected by the SQL; catalogue: taken from the sku's catalogue row by the packer (null where the event has no
+# sku), so the SQL's sort does not carry the catalogue's columns; packer: computed by the packer.
+Source = Literal["events", "catalogue", "packer"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class EventField:
     name: str
     stored: pa.DataType  # element type of the list column in sequences.parquet
     loaded: Loaded = "int"  # int: int64 with -1 where missing; seconds: epoch seconds; text: an Arrow string array
-    derived: bool = False  # computed by the packer, not selected by the SQL
+    source: Source = "events"
     dictionary: bool = True  # dictionary-encoded in parquet; off where nearly every value is distinct
     doc: str = ""
 
@@ -31,24 +35,26 @@ EVENT_FIELDS: tuple[EventField, ...] = (
     EventField("event_type", pa.uint8(), doc="code of the event type, in the order of warehouse.events.EVENT_TYPES"),
     EventField("ts", pa.timestamp("us"), "seconds", dictionary=False, doc="when it happened"),
     EventField("sku", pa.int64(), doc="product events only"),
-    EventField("category", pa.int64(), doc="the sku's category from the catalogue"),
-    EventField("price", pa.uint8(), doc=f"the sku's price bucket, 0..{PRICE_BUCKETS - 1}"),
+    EventField("category", pa.int64(), source="catalogue", doc="the sku's category"),
+    EventField("price", pa.uint8(), source="catalogue", doc=f"the sku's price bucket, 0..{PRICE_BUCKETS - 1}"),
     EventField("url", pa.int64(), doc="page visits only"),
     EventField("query", pa.string(), "text", doc="search queries only: the 16 codes as a string"),
     EventField(
-        "name", pa.string(), "text", doc="product events only: the sku's name from the catalogue, 16 codes as a string"
+        "name", pa.string(), "text", source="catalogue", doc="product events only: the sku's name, 16 codes as a string"
     ),
     EventField("day", pa.int32(), doc="days since the data set's first day"),
     EventField("week", pa.int32(), doc="weeks since the data set's first day"),
     EventField(
         "seconds_since_previous",
         pa.int64(),
-        derived=True,
+        source="packer",
         dictionary=False,
-        doc="gap to the user's previous kept event",
+        doc="gap to the user's previous event in the window (kept or cut by max_events)",
     ),
 )
-SELECTED_COLUMNS = ("client_id", *(f.name for f in EVENT_FIELDS if not f.derived))
+# What sql/sequences/user_events.sql selects: catalogue_row is the event's row in sequence_catalogue.sql.
+SELECTED_COLUMNS = ("client_id", *(f.name for f in EVENT_FIELDS if f.source == "events"), "catalogue_row")
+CATALOGUE_COLUMNS = tuple(f.name for f in EVENT_FIELDS if f.source == "catalogue")
 SEQUENCE_SCHEMA = pa.schema(
     [("client_id", pa.int64()), ("n_events", pa.int64())] + [(f.name, pa.list_(f.stored)) for f in EVENT_FIELDS]
 )

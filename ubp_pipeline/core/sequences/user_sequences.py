@@ -1,8 +1,8 @@
 """One chronological event sequence per user, as of the end of a day: built from the warehouse, stored as parquet.
 
 The SQL (sql/sequences/user_events.sql) merges and orders the events; this module streams its result, keeps each user's last
-``max_events`` events and packs them into one row per user with list columns. Loading gives flat NumPy arrays plus
-offsets, the layout every embedder trains from without per-user Python work.
+``max_events`` events, adds their skus' catalogue fields and packs them into one row per user with list columns.
+Loading gives flat NumPy arrays plus offsets, the layout every embedder trains from without per-user Python work.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 
 from ubp_pipeline.core.common.atomic import atomic_dir
 from ubp_pipeline.core.common.sql import query_sql, run_sql
-from ubp_pipeline.core.sequences.schema import EVENT_FIELDS, SELECTED_COLUMNS, SEQUENCE_SCHEMA, SEQUENCE_WRITE_OPTIONS
+from ubp_pipeline.core.sequences.schema import (
+    CATALOGUE_COLUMNS,
+    EVENT_FIELDS,
+    SELECTED_COLUMNS,
+    SEQUENCE_SCHEMA,
+    SEQUENCE_WRITE_OPTIONS,
+)
 from ubp_pipeline.core.sequences.vocabulary import load_vocabularies, vocabulary_version
 from ubp_pipeline.core.warehouse.events import N_CODES, parse_codes
 
@@ -72,6 +78,8 @@ def build_sequences(
         raise ValueError(
             f"sql/sequences/user_events.sql selects {relation.columns}; sequences/schema.py declares {list(SELECTED_COLUMNS)}"
         )
+    catalogue_rows = query_sql(con, "sequences/sequence_catalogue").to_arrow_table()
+    catalogue = {name: catalogue_rows[name].combine_chunks() for name in CATALOGUE_COLUMNS}
     lengths: list[np.ndarray] = []
     with atomic_dir(out_dir) as tmp:
         with (
@@ -82,7 +90,7 @@ def build_sequences(
             # read (both release the GIL), and at most one batch waits, so memory stays at two batches.
             written = None
             for events in _complete_users(relation.to_arrow_reader(batch_rows)):
-                packed = pack_sequences(events, spec.max_events)
+                packed = pack_sequences(events, catalogue, spec.max_events)
                 lengths.append(packed["n_events"].to_numpy())
                 if written is not None:
                     written.result()
@@ -120,8 +128,10 @@ def _complete_users(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
         yield carry
 
 
-def pack_sequences(events: pa.Table, max_events: int) -> pa.Table:
-    """One row per user from user-ordered event rows: the last ``max_events`` events as list columns."""
+def pack_sequences(events: pa.Table, catalogue: dict[str, pa.Array], max_events: int) -> pa.Table:
+    """One row per user from user-ordered event rows: the last ``max_events`` events as list columns, with the
+    catalogue fields of their skus (``catalogue``'s values at the event's ``catalogue_row``; null where that is
+    null)."""
     clients = events["client_id"].to_numpy()
     n = len(clients)
     starts = np.flatnonzero(np.concatenate([[True], clients[1:] != clients[:-1]]))
@@ -132,14 +142,39 @@ def pack_sequences(events: pa.Table, max_events: int) -> pa.Table:
     first_of_user[starts] = True
     from_end = np.repeat(starts + lengths, lengths) - np.arange(n)  # 1 = the user's last event
     keep = from_end <= max_events
-    kept = events.filter(pa.array(keep))
-    kept_gaps = pa.array(gaps[keep], mask=first_of_user[keep])
+    kept = events.take(_sequence_order(events, clients)[keep])
+    kept_values = {name: kept[name].combine_chunks() for name in SELECTED_COLUMNS[1:]}
+    kept_values |= {name: column.take(kept_values["catalogue_row"]) for name, column in catalogue.items()}
+    kept_values["seconds_since_previous"] = pa.array(gaps[keep], mask=first_of_user[keep])
     offsets = pa.array(np.concatenate([[0], np.cumsum(np.minimum(lengths, max_events))]).astype(np.int32))
     columns = {"client_id": pa.array(clients[starts]), "n_events": pa.array(lengths.astype(np.int64))}
     for f in EVENT_FIELDS:
-        values = kept_gaps if f.name == "seconds_since_previous" else kept[f.name].combine_chunks()
-        columns[f.name] = pa.ListArray.from_arrays(offsets, values.cast(f.stored))
+        columns[f.name] = pa.ListArray.from_arrays(offsets, kept_values[f.name].cast(f.stored))
     return pa.table(columns, schema=SEQUENCE_SCHEMA)
+
+
+TIE_BREAK = ("event_type", "sku", "url", "query")
+
+
+def _sequence_order(events: pa.Table, clients: np.ndarray) -> np.ndarray:
+    """Row positions that put events sorted by (client_id, ts) into sequence order: events of one user sharing a
+    timestamp ordered by ``TIE_BREAK``, nulls last. The SQL sorts by the two fixed-width keys only: on the 10.5M-event
+    benchmark set its query then takes 1.18 s instead of 1.62 s with every key (medians of 3), and the 3.3 % of
+    events that share their user's timestamp with another are sorted here."""
+    ts = events["ts"].to_numpy()
+    tied_to_next = (clients[1:] == clients[:-1]) & (ts[1:] == ts[:-1])
+    order = np.arange(len(clients))
+    if not tied_to_next.any():
+        return order
+    tied = np.zeros(len(clients), dtype=bool)
+    tied[:-1] |= tied_to_next
+    tied[1:] |= tied_to_next
+    rows = np.flatnonzero(tied)
+    group = np.cumsum(np.concatenate([[True], ~tied_to_next[rows[:-1]]]))  # one number per run of equal timestamps
+    keys = events.select(TIE_BREAK).take(rows).append_column("tie_group", pa.array(group))
+    within = pa.compute.sort_indices(keys, [(name, "ascending", "at_end") for name in ("tie_group", *TIE_BREAK)])
+    order[rows] = rows[within.to_numpy()]
+    return order
 
 
 def _stats(window_lengths: np.ndarray, spec: SequenceSpec, vocabulary_path: Path) -> SequenceStats:
