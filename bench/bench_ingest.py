@@ -66,7 +66,7 @@ def stage_pandas(source: Path, out: Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ubp_pipeline.core.sequences.schema import EVENT_FIELDS, SEQUENCE_SCHEMA
+    from ubp_pipeline.core.sequences.schema import SEQUENCE_SCHEMA, STORED_FIELDS
     from ubp_pipeline.core.warehouse.events import EVENT_CODE, EVENT_TYPES
 
     started = time.perf_counter()
@@ -81,8 +81,6 @@ def stage_pandas(source: Path, out: Path) -> dict:
     events = events.drop_duplicates(subset=["client_id", "ts", "event_type", "sku", "url", "query"])
     events = events.merge(catalogue, on="sku", how="left")
     events = events.sort_values(["client_id", "ts", "event_type", "sku", "url", "query"], na_position="last", kind="stable")
-    day = (events["ts"].dt.normalize() - pd.Timestamp(START)).dt.days
-    events["day"], events["week"] = day, day // 7
     seconds = events["ts"].to_numpy().astype("datetime64[s]").astype(np.int64)
     first_of_user = np.r_[True, events["client_id"].to_numpy()[1:] != events["client_id"].to_numpy()[:-1]]
     events["seconds_since_previous"] = pd.array(np.where(first_of_user, 0, seconds - np.r_[seconds[:1], seconds[:-1]]), dtype="Int64")
@@ -92,7 +90,7 @@ def stage_pandas(source: Path, out: Path) -> dict:
     kept = np.minimum(sizes.to_numpy(), MAX_EVENTS)
     offsets = pa.array(np.r_[0, np.cumsum(kept)].astype(np.int32))
     columns = {"client_id": pa.array(sizes.index.to_numpy()), "n_events": pa.array(sizes.to_numpy().astype(np.int64))}
-    for field in EVENT_FIELDS:
+    for field in STORED_FIELDS:
         values = pa.Array.from_pandas(events[field.name]).cast(field.stored)
         columns[field.name] = pa.ListArray.from_arrays(offsets, values)
     pq.write_table(pa.table(columns, schema=SEQUENCE_SCHEMA), out)

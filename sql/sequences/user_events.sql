@@ -3,7 +3,6 @@
 -- Columns: client_id, the fields of ubp_pipeline/core/sequences/schema.py whose source is `events` (in that order,
 -- which the loader checks), then `catalogue_row`: the event's row in sequence_catalogue.sql (NULL without a known
 -- sku), from which the packer takes the catalogue fields after this sort, so the sort does not carry them.
--- day/week count from $first_day, the first day of the data set, so indices mean the same in every partition.
 WITH catalogue AS (
     SELECT sku, CAST(row_number() OVER (ORDER BY sku) - 1 AS INTEGER) AS catalogue_row FROM product_properties
 )
@@ -14,8 +13,6 @@ SELECT
     e.sku,
     e.url,
     e.query,
-    CAST(date_diff('day', $first_day, e.event_date) AS INTEGER) AS day,
-    CAST(date_diff('day', $first_day, e.event_date) // 7 AS INTEGER) AS week,
     c.catalogue_row
 FROM events AS e
 LEFT JOIN catalogue AS c ON e.sku = c.sku

@@ -17,14 +17,15 @@ PRICE_BUCKETS = 100  # the catalogue's price is a bucket 0-99 (a percentile), in
 
 Loaded = Literal["int", "seconds", "text"]
 # events: selected by the SQL; catalogue: taken from the sku's catalogue row by the packer (null where the event has no
-# sku), so the SQL's sort does not carry the catalogue's columns; packer: computed by the packer.
-Source = Literal["events", "catalogue", "packer"]
+# sku), so the SQL's sort does not carry the catalogue's columns; packer: computed by the packer; loader: computed on
+# load from stored fields, not stored (every stored list column costs the parquet writer about 0.15 s per 10M events).
+Source = Literal["events", "catalogue", "packer", "loader"]
 
 
 @dataclass(frozen=True)
 class EventField:
     name: str
-    stored: pa.DataType  # element type of the list column in sequences.parquet
+    stored: pa.DataType | None  # element type of the list column in sequences.parquet; None for a loader field
     loaded: Loaded = "int"  # int: int64 with -1 where missing; seconds: epoch seconds; text: an Arrow string array
     source: Source = "events"
     dictionary: bool = True  # dictionary-encoded in parquet; off where nearly every value is distinct
@@ -42,8 +43,6 @@ EVENT_FIELDS: tuple[EventField, ...] = (
     EventField(
         "name", pa.string(), "text", source="catalogue", doc="product events only: the sku's name, 16 codes as a string"
     ),
-    EventField("day", pa.int32(), doc="days since the data set's first day"),
-    EventField("week", pa.int32(), doc="weeks since the data set's first day"),
     EventField(
         "seconds_since_previous",
         pa.int64(),
@@ -51,18 +50,22 @@ EVENT_FIELDS: tuple[EventField, ...] = (
         dictionary=False,
         doc="gap to the user's previous event in the window (kept or cut by max_events)",
     ),
+    EventField(
+        "day", None, source="loader", doc="days since the data set's first day: the day of ts, by load_sequences"
+    ),
 )
+STORED_FIELDS = tuple(f for f in EVENT_FIELDS if f.source != "loader")
 # What sql/sequences/user_events.sql selects: catalogue_row is the event's row in sequence_catalogue.sql.
 SELECTED_COLUMNS = ("client_id", *(f.name for f in EVENT_FIELDS if f.source == "events"), "catalogue_row")
 CATALOGUE_COLUMNS = tuple(f.name for f in EVENT_FIELDS if f.source == "catalogue")
 SEQUENCE_SCHEMA = pa.schema(
-    [("client_id", pa.int64()), ("n_events", pa.int64())] + [(f.name, pa.list_(f.stored)) for f in EVENT_FIELDS]
+    [("client_id", pa.int64()), ("n_events", pa.int64())] + [(f.name, pa.list_(f.stored)) for f in STORED_FIELDS]
 )
 # Parquet options of sequences.parquet. Timestamps and gaps are nearly all distinct, so their dictionaries are tried
 # and abandoned on every page; statistics are kept for client_id only (nothing prunes on an event field). On the
 # 10.5M-event benchmark set the writer alone then takes 2.05 s instead of 2.68 s (medians of 3) for the same table,
 # in 169 MB instead of 186 MB.
 SEQUENCE_WRITE_OPTIONS = {
-    "use_dictionary": [f"{f.name}.list.element" for f in EVENT_FIELDS if f.dictionary],
+    "use_dictionary": [f"{f.name}.list.element" for f in STORED_FIELDS if f.dictionary],
     "write_statistics": ["client_id"],
 }

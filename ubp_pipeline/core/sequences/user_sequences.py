@@ -27,6 +27,7 @@ from ubp_pipeline.core.sequences.schema import (
     SELECTED_COLUMNS,
     SEQUENCE_SCHEMA,
     SEQUENCE_WRITE_OPTIONS,
+    STORED_FIELDS,
 )
 from ubp_pipeline.core.sequences.vocabulary import load_vocabularies, vocabulary_version
 from ubp_pipeline.core.warehouse.events import N_CODES, parse_codes
@@ -35,6 +36,8 @@ SEQUENCES_FILE = "sequences.parquet"
 VOCABULARY_FILE = "vocabulary.parquet"
 MANIFEST_FILE = "manifest.json"
 _TEXT_FIELDS = {f.name for f in EVENT_FIELDS if f.loaded == "text"}
+SECONDS_PER_DAY = 86_400
+EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,7 @@ def build_sequences(
     con: duckdb.DuckDBPyConnection, spec: SequenceSpec, out_dir: str | Path, batch_rows: int = 1_000_000
 ) -> SequenceStats:
     """Write sequences, vocabularies and a manifest into ``out_dir`` (replaced as a whole, atomically)."""
-    relation = query_sql(
-        con, "sequences/user_events", as_of=spec.as_of, lookback_days=spec.lookback_days, first_day=spec.first_day
-    )
+    relation = query_sql(con, "sequences/user_events", as_of=spec.as_of, lookback_days=spec.lookback_days)
     if tuple(relation.columns) != SELECTED_COLUMNS:
         raise ValueError(
             f"sql/sequences/user_events.sql selects {relation.columns}; sequences/schema.py declares {list(SELECTED_COLUMNS)}"
@@ -148,7 +149,7 @@ def pack_sequences(events: pa.Table, catalogue: dict[str, pa.Array], max_events:
     kept_values["seconds_since_previous"] = pa.array(gaps[keep], mask=first_of_user[keep])
     offsets = pa.array(np.concatenate([[0], np.cumsum(np.minimum(lengths, max_events))]).astype(np.int32))
     columns = {"client_id": pa.array(clients[starts]), "n_events": pa.array(lengths.astype(np.int64))}
-    for f in EVENT_FIELDS:
+    for f in STORED_FIELDS:
         columns[f.name] = pa.ListArray.from_arrays(offsets, kept_values[f.name].cast(f.stored))
     return pa.table(columns, schema=SEQUENCE_SCHEMA)
 
@@ -261,16 +262,19 @@ def _load_field(column: pa.ChunkedArray, loaded: str) -> np.ndarray | pa.Array:
 def load_sequences(directory: str | Path, text_fields: Iterable[str] = ()) -> UserSequences:
     """The sequences of a partition with every integer field; text fields (strings, the largest columns at scale)
     only when named in ``text_fields``."""
-    wanted = [f for f in EVENT_FIELDS if f.loaded != "text" or f.name in set(text_fields)]
+    wanted = [f for f in STORED_FIELDS if f.loaded != "text" or f.name in set(text_fields)]
     table = pq.read_table(
         Path(directory) / SEQUENCES_FILE, columns=["client_id", "n_events", *(f.name for f in wanted)]
     )
     lengths = pa.compute.list_value_length(table["event_type"]).to_numpy(zero_copy_only=False).astype(np.int64)
+    events = {f.name: _load_field(table[f.name], f.loaded) for f in wanted}
+    first_day = date.fromisoformat(read_manifest(directory)["spec"]["first_day"])
+    events["day"] = events["ts"] // SECONDS_PER_DAY - (first_day - EPOCH).days
     return UserSequences(
         client_ids=table["client_id"].to_numpy(),
         offsets=np.concatenate([[0], np.cumsum(lengths)]),
         n_events=table["n_events"].to_numpy(),
-        events={f.name: _load_field(table[f.name], f.loaded) for f in wanted},
+        events=events,
     )
 
 

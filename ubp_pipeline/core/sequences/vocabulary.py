@@ -38,7 +38,9 @@ class Vocabulary:
         return tokens
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(self.field.encode() + np.ascontiguousarray(self.values, dtype=np.int64).tobytes()).hexdigest()[:12]
+        return hashlib.sha256(
+            self.field.encode() + np.ascontiguousarray(self.values, dtype=np.int64).tobytes()
+        ).hexdigest()[:12]
 
 
 def load_vocabularies(path: str | Path) -> dict[str, Vocabulary]:
