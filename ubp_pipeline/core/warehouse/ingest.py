@@ -141,11 +141,16 @@ def ingest_event_tables(
     files = {event_type: source.checked_files(event_type) for event_type in event_types}
     _require_catalogue(con, event_types)
     days = _day_parameters(first_day, last_day, configured_days)
+    # Largest source first: the transaction holds every accepted row until it commits, so the biggest staged table
+    # is built while memory is emptiest. At 111M events (86M page visits) ingest peaked at 8.0 GB instead of 9.1 GB
+    # in each of 3 alternating runs (2-core Intel Xeon); its time, 42.0 s vs 44.5 s (medians), is within their spread.
+    largest_first = sorted(event_types, key=lambda event_type: -sum(f.stat().st_size for f in files[event_type]))
     with transaction(con):
-        return {
+        reports = {
             event_type: _replace_event_days(con, event_type, files[event_type], days, allow_shrink)
-            for event_type in event_types
+            for event_type in largest_first
         }
+    return {event_type: reports[event_type] for event_type in event_types}
 
 
 def recount_event_days(
