@@ -69,7 +69,7 @@ def main() -> None:
                 started = time.perf_counter()
                 mark(con)
                 seconds[name].append(time.perf_counter() - started)
-                rows = con.execute("SELECT source_file, source_row FROM staged_events WHERE reason = 'duplicate'")
+                rows = con.execute("SELECT file_index, source_row FROM staged_events WHERE reason = 'duplicate'")
                 marked[name] = set(rows.fetchall())
     shutil.rmtree(WORK, ignore_errors=True)
     if marked["group_by"] != marked["numpy_sort"]:

@@ -48,7 +48,12 @@ def stage_ingest(source: Path, warehouse: Path) -> dict:
         ingest_product_properties(con, layout)
         reports = ingest_event_tables(con, layout, EVENT_TYPES, START, START + timedelta(days=DAYS - 1))
     accepted = sum(report.accepted_rows for report in reports.values())
-    return {"seconds": time.perf_counter() - started, "accepted": accepted, "peak_rss_mb": peak_rss_mib()}
+    return {
+        "seconds": time.perf_counter() - started,
+        "accepted": accepted,
+        "peak_rss_mb": peak_rss_mib(),
+        "code": _code_checkout(),
+    }
 
 
 def stage_sequences(warehouse: Path, out: Path) -> dict:
@@ -65,7 +70,15 @@ def stage_sequences(warehouse: Path, out: Path) -> dict:
         "users": stats.users,
         "events_kept": stats.events_kept,
         "peak_rss_mb": peak_rss_mib(),
+        "code": _code_checkout(),
     }
+
+
+def _code_checkout() -> str:
+    """The checkout whose ubp_pipeline this interpreter imported (a baseline run must not measure this one's)."""
+    import ubp_pipeline
+
+    return str(Path(ubp_pipeline.__file__).resolve().parents[1])
 
 
 def stage_pandas(source: Path, out: Path) -> dict:
@@ -128,12 +141,13 @@ def same_sequences(duckdb_folder: Path, pandas_file: Path) -> bool:
 
 def same_as_baseline(folder: Path) -> dict:
     """The baseline's outputs against this revision's: the warehouse's tables row for row (EXCEPT ALL both ways; the
-    quarantine without its ingestion time) and the sequences column for column, over the columns both files hold (a
-    revision may compute a field on load that another stores)."""
+    quarantine without its ingestion time) and the sequences column for column, over the columns both files hold, and
+    a baseline's stored ``day`` against the day this revision computes on load."""
     import duckdb
+    import numpy as np
     import pyarrow.parquet as pq
 
-    from ubp_pipeline.core.sequences.user_sequences import SEQUENCES_FILE
+    from ubp_pipeline.core.sequences.user_sequences import SEQUENCES_FILE, load_sequences
 
     con = duckdb.connect()
     con.execute(f"ATTACH '{folder / 'warehouse.duckdb'}' AS new (READ_ONLY)")
@@ -145,15 +159,21 @@ def same_as_baseline(folder: Path) -> dict:
             f"UNION ALL (SELECT {columns} FROM old.{table} EXCEPT ALL SELECT {columns} FROM new.{table}))"
         ).fetchone()
         differing[table] = n
+    con.close()
     new, old = (
         pq.read_table(folder / "sequences" / SEQUENCES_FILE),
         pq.read_table(folder / "baseline_sequences" / SEQUENCES_FILE),
     )
     shared = [name for name in new.column_names if name in old.column_names]
+    day_equal = None
+    if "day" in old.column_names and "day" not in shared:  # stored by the baseline, computed on load here
+        day_equal = np.array_equal(load_sequences(folder / "sequences").day, old["day"].combine_chunks().flatten())
     return {
         "rows_differing": differing,
         "sequences_equal_on_shared_columns": new.select(shared).equals(old.select(shared)),
+        "baseline_day_equals_day_on_load": day_equal,
         "sequences_columns_only_in_baseline": [name for name in old.column_names if name not in shared],
+        "sequences_columns_only_here": [name for name in new.column_names if name not in shared],
     }
 
 
@@ -207,13 +227,19 @@ def bench_size(target_events: int, repeats: int, with_pandas: bool, baseline: Pa
             warehouse, sequences = folder / "baseline_warehouse.duckdb", folder / "baseline_sequences"
             runs["baseline_ingest"].append(run_stage(__file__, "ingest", folder / "source", warehouse, code=baseline))
             runs["baseline_sequences"].append(run_stage(__file__, "sequences", warehouse, sequences, code=baseline))
+    for name, rows in runs.items():
+        expected = str(baseline) if name.startswith("baseline") else str(ROOT)
+        if name != "pandas" and any(row["code"] != expected for row in rows):
+            raise RuntimeError(f"{name} imported ubp_pipeline from {rows[0]['code']}, not from {expected}")
         if with_pandas:
             runs["pandas"].append(run_stage(__file__, "pandas", folder / "source", folder / "pandas.parquet"))
     if with_pandas and not same_sequences(folder / "sequences", folder / "pandas.parquet"):
         raise RuntimeError("pandas and DuckDB wrote different sequences")
     against_baseline = same_as_baseline(folder) if baseline and with_pandas else None
     if against_baseline and (
-        any(against_baseline["rows_differing"].values()) or not against_baseline["sequences_equal_on_shared_columns"]
+        any(against_baseline["rows_differing"].values())
+        or not against_baseline["sequences_equal_on_shared_columns"]
+        or against_baseline["baseline_day_equals_day_on_load"] is False
     ):
         raise RuntimeError(f"the baseline wrote different outputs: {against_baseline}")
     shutil.rmtree(folder, ignore_errors=True)
@@ -302,8 +328,9 @@ def _baseline_markdown(result: dict) -> str:
             outputs = "not compared (above the comparison size)"
         else:
             only = ", ".join(same["sequences_columns_only_in_baseline"])
+            day = "; its stored day equals the day computed on load" if same["baseline_day_equals_day_on_load"] else ""
             outputs = "warehouse tables and sequences equal" + (
-                f" (sequences without the baseline's {only})" if only else ""
+                f" (without the baseline's {only}{day})" if only else ""
             )
         lines.append(
             f"| {row['source_events']:,} | {row['repeats']} | {base['ingest_seconds']:.2f} | {base['sequences_seconds']:.2f} | "

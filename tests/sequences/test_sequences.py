@@ -9,12 +9,24 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import TINY, TRAIN_DAY
 from tests.factories import codes, settings_for, write_source
-from ubp_pipeline.core.sequences.user_sequences import SEQUENCES_FILE, VOCABULARY_FILE, load_sequences, read_manifest
+from ubp_pipeline.core.sequences.schema import SELECTED_COLUMNS
+from ubp_pipeline.core.sequences.user_sequences import (
+    SEQUENCES_FILE,
+    VOCABULARY_FILE,
+    SequenceSpec,
+    build_sequences,
+    load_sequences,
+    pack_sequences,
+    read_manifest,
+)
 from ubp_pipeline.core.sequences.vocabulary import ABSENT, FIRST_VALUE, OOV, load_vocabularies
+from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.core.warehouse.events import EVENT_CODE, EVENT_TYPES, PAYLOAD_COLUMN
 from ubp_pipeline.definitions import build_definitions
 from ubp_pipeline.runner import materialize
@@ -67,8 +79,13 @@ def _reference(source, as_of: date, lookback_days: int, max_events: int, first_d
         by_user[row["client"]].append(row)
 
     def order(r):  # NULLs sort last, as in the SQL
-        return (r["ts"], r["type"], r["sku"] if r["sku"] is not None else math.inf,
-                r["url"] if r["url"] is not None else math.inf, r["query"] if r["query"] is not None else "\uffff")
+        return (
+            r["ts"],
+            r["type"],
+            r["sku"] if r["sku"] is not None else math.inf,
+            r["url"] if r["url"] is not None else math.inf,
+            r["query"] if r["query"] is not None else "\uffff",
+        )
 
     reference = {}
     for client, events in by_user.items():
@@ -76,8 +93,15 @@ def _reference(source, as_of: date, lookback_days: int, max_events: int, first_d
         gaps = [-1] + [int((b["ts"] - a["ts"]).total_seconds()) for a, b in zip(events, events[1:])]
         kept = list(zip(events, gaps))[-max_events:]
         reference[client] = [
-            (e["type"], e["sku"], e["url"], e["query"], (e["ts"].date() - first_day).days, gap,
-             *catalogue.get(e["sku"], (None, None, None)))
+            (
+                e["type"],
+                e["sku"],
+                e["url"],
+                e["query"],
+                (e["ts"].date() - first_day).days,
+                gap,
+                *catalogue.get(e["sku"], (None, None, None)),
+            )
             for e, gap in kept
         ]
     return reference
@@ -122,8 +146,12 @@ def _tie_source(tmp_path):
     return write_source(
         tmp_path / "src",
         {
-            "page_visit": [(1, "2022-07-02 10:00:00", 7), (1, "2022-07-02 10:00:00", 5), (1, "2022-07-05 09:00:00", 5),
-                           (2, "2022-07-01 08:00:00", 5)],
+            "page_visit": [
+                (1, "2022-07-02 10:00:00", 7),
+                (1, "2022-07-02 10:00:00", 5),
+                (1, "2022-07-05 09:00:00", 5),
+                (2, "2022-07-01 08:00:00", 5),
+            ],
             "add_to_cart": [(1, "2022-07-02 10:00:00", 11), (1, "2022-07-03 10:00:00", 10)],
             "product_buy": [(1, "2022-07-03 10:00:00", 10), (1, "2022-07-01 00:00:00", 12)],
             "search_query": [(1, "2022-07-02 10:00:00", codes(9)), (1, "2022-07-02 09:59:55", codes(3, 4))],
@@ -166,8 +194,10 @@ def test_ties_truncation_and_the_as_of_cut(tmp_path):
 
 
 def test_vocabulary_keeps_the_most_frequent_values_and_encodes_the_rest_as_oov(tmp_path):
-    visits = [(1, f"2022-07-0{d} 10:0{i}:00", url) for d, i, url in
-              [(2, 0, 5), (2, 1, 5), (2, 2, 6), (3, 0, 6), (3, 1, 7), (3, 2, 5)]]
+    visits = [
+        (1, f"2022-07-0{d} 10:0{i}:00", url)
+        for d, i, url in [(2, 0, 5), (2, 1, 5), (2, 2, 6), (3, 0, 6), (3, 1, 7), (3, 2, 5)]
+    ]
     source = write_source(tmp_path / "src", {"page_visit": visits, "product_buy": [(1, "2022-07-02 12:00:00", 13)]})
     settings = settings_for(source, tmp_path / "home", FIRST, AS_OF)
     with dg.DagsterInstance.ephemeral() as instance:
@@ -177,7 +207,10 @@ def test_vocabulary_keeps_the_most_frequent_values_and_encodes_the_rest_as_oov(t
     assert vocab["url"].values.tolist() == [5, 6]  # 5 seen three times, 6 twice, 7 once (cut)
     assert vocab["category"].values.tolist() == [3]
     assert vocab["url"].encode(np.array([5, 6, 7, 5]), absent=np.array([False, False, False, True])).tolist() == [
-        FIRST_VALUE, FIRST_VALUE + 1, OOV, ABSENT
+        FIRST_VALUE,
+        FIRST_VALUE + 1,
+        OOV,
+        ABSENT,
     ]
     manifest = read_manifest(folder)
     assert manifest["stats"]["vocabulary_sizes"] == {"category": 1, "sku": 1, "url": 2}
@@ -210,7 +243,61 @@ def test_text_codes_and_user_selection(tmp_path):
 
 @pytest.mark.parametrize("max_events", [1, 128])
 def test_every_user_keeps_at_most_max_events(tiny_defs, tiny_settings, instance, max_events):
-    _build(tiny_defs, instance, tiny_settings.first_day, tiny_settings.last_day, tiny_settings.last_day, max_events=max_events)
+    _build(
+        tiny_defs,
+        instance,
+        tiny_settings.first_day,
+        tiny_settings.last_day,
+        tiny_settings.last_day,
+        max_events=max_events,
+    )
     seqs = load_sequences(tiny_settings.artifact_dir / "user_sequences" / tiny_settings.last_day.isoformat())
     assert seqs.lengths.max() <= max_events
     assert np.array_equal(seqs.lengths, np.minimum(seqs.n_events, max_events))
+
+
+def test_packing_orders_events_sharing_a_timestamp_as_a_full_sort_would():
+    """The SQL sorts by (client_id, ts) only; the packer must give ties the order of the full key (event type, sku,
+    url, query, nulls last) whatever order they arrive in, take the catalogue fields by catalogue_row and cut the
+    oldest events, ties included."""
+    t0, t1 = datetime(2022, 7, 2, 10), datetime(2022, 7, 2, 11)
+    # (client, event_type, ts, sku, url, query, catalogue_row): client 1's four events at t0 arrive shuffled
+    rows = [
+        (1, 4, t0, None, None, "[ 2 ]", None),
+        (1, 0, t0, 7, None, None, 1),
+        (1, 4, t0, None, None, "[ 1 ]", None),
+        (1, 0, t0, 5, None, None, 0),
+        (1, 3, t1, None, 9, None, None),
+        (2, 3, t0, None, 8, None, None),
+        (2, 3, t0, None, 6, None, None),
+    ]
+    types = (pa.int64(), pa.uint8(), pa.timestamp("us"), pa.int64(), pa.int64(), pa.string(), pa.int32())
+    events = pa.table(
+        [pa.array(values, t) for values, t in zip(zip(*rows, strict=True), types, strict=True)], names=SELECTED_COLUMNS
+    )
+    catalogue = {
+        "category": pa.array([50, 70]),
+        "price": pa.array([1, 2], pa.uint8()),
+        "name": pa.array(["five", "seven"]),
+    }
+    packed = pack_sequences(events, catalogue, max_events=4).to_pylist()
+    first, second = packed
+    assert (first["client_id"], first["n_events"], second["n_events"]) == (1, 5, 2)
+    # full order of client 1: sku 5, sku 7 (type 0), query "[ 1 ]", "[ 2 ]" (type 4) at t0, then the visit at t1;
+    # the oldest (sku 5) is cut
+    assert first["event_type"] == [0, 4, 4, 3]
+    assert first["sku"] == [7, None, None, None] and first["category"] == [70, None, None, None]
+    assert first["query"] == [None, "[ 1 ]", "[ 2 ]", None] and first["name"] == ["seven", None, None, None]
+    assert first["seconds_since_previous"] == [0, 0, 0, 3600]
+    assert second["url"] == [6, 8] and second["seconds_since_previous"] == [None, 0]
+
+
+def test_batches_of_any_size_give_the_same_file(tiny_warehouse, tmp_path):
+    """Users are never split across the batches the SQL result is streamed in, however small they are."""
+    spec = SequenceSpec(as_of=TRAIN_DAY, first_day=TINY.start, max_events=16)
+    with connect_warehouse(tiny_warehouse, read_only=True) as con:
+        build_sequences(con, spec, tmp_path / "default")
+        build_sequences(con, spec, tmp_path / "small", batch_rows=7)
+    assert pq.read_table(tmp_path / "small" / SEQUENCES_FILE).equals(
+        pq.read_table(tmp_path / "default" / SEQUENCES_FILE)
+    )

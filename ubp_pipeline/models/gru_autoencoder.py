@@ -6,7 +6,7 @@ events oldest first; the last layer's hidden state after each user's last event 
 starts from the encoder's state (all layers) and reconstructs the sequence with teacher forcing: at step t it reads
 the previous event (a learned BOS vector at step 0) plus the user vector, and one linear head per field predicts
 event t. Which fields take part is configuration, so the method's variants (day + event type,
-event/category/price/sku/url, the same plus week) are one model.
+event/category/price/sku/url, the same plus weeks ago) are one model.
 
 Batches are right-padded (batch, T, n_fields) token ids with their lengths. A step never depends on later steps, so
 everything up to a row's length is exactly what a packed sequence would compute; the encoder's state is read at each

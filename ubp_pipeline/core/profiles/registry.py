@@ -94,7 +94,7 @@ BLOCKS: dict[str, BlockSpec] = {
             },
             pca_dims=64,
             version="2",
-            description="GRU sequence autoencoder over week, event type, category, price, sku and url, PCA to 64.",
+            description="GRU sequence autoencoder over weeks ago, event type, category, price, sku and url, PCA to 64.",
             distributable=True,
             predicts_fields=True,
         ),

@@ -1,9 +1,11 @@
 """The fields of one event in a user sequence, declared once.
 
 sql/sequences/user_events.sql selects ``client_id`` and every field whose source is ``events``, in this order; the
-packer adds the ``catalogue`` fields (sql/sequences/sequence_catalogue.sql, by the event's catalogue row) and the
-``packer`` fields and writes one list column per field to sequences.parquet; the loader exposes each as a flat array on
-``UserSequences``; the tokenizers read them by name. Adding a field is one entry here plus its column in the SQL.
+packer adds the ``catalogue`` fields (read by name from the view of sql/sequences/sequence_catalogue.sql, by the
+event's catalogue row) and computes the ``packer`` fields, and writes one list column per stored field to
+sequences.parquet; ``load_sequences`` exposes each as a flat array on ``UserSequences`` and computes the ``loader``
+field (``day``); the tokenizers read them by name. Adding a field is one entry here plus its column in the SQL (a
+packer or loader field: plus its code).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ PRICE_BUCKETS = 100  # the catalogue's price is a bucket 0-99 (a percentile), in
 
 Loaded = Literal["int", "seconds", "text"]
 # events: selected by the SQL; catalogue: taken from the sku's catalogue row by the packer (null where the event has no
-# sku), so the SQL's sort does not carry the catalogue's columns; packer: computed by the packer; loader: computed on
-# load from stored fields, not stored (every stored list column costs the parquet writer about 0.15 s per 10M events).
+# sku or its sku is not in the catalogue), so the SQL's sort does not carry the catalogue's columns; packer: computed
+# by the packer; loader: computed on load from stored fields, not stored (every stored list column costs the parquet
+# writer about 0.15 s per 10M events).
 Source = Literal["events", "catalogue", "packer", "loader"]
 
 

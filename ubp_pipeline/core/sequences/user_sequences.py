@@ -1,7 +1,8 @@
 """One chronological event sequence per user, as of the end of a day: built from the warehouse, stored as parquet.
 
-The SQL (sql/sequences/user_events.sql) merges and orders the events; this module streams its result, keeps each user's last
-``max_events`` events, adds their skus' catalogue fields and packs them into one row per user with list columns.
+The SQL (sql/sequences/user_events.sql) merges the events and orders them by user and time; this module streams its
+result, orders the events that share a timestamp, keeps each user's last ``max_events`` events, adds their skus'
+catalogue fields and packs them into one row per user with list columns.
 Loading gives flat NumPy arrays plus offsets, the layout every embedder trains from without per-user Python work.
 """
 
@@ -30,12 +31,14 @@ from ubp_pipeline.core.sequences.schema import (
     STORED_FIELDS,
 )
 from ubp_pipeline.core.sequences.vocabulary import load_vocabularies, vocabulary_version
+from ubp_pipeline.core.warehouse.database import transaction
 from ubp_pipeline.core.warehouse.events import N_CODES, parse_codes
 
 SEQUENCES_FILE = "sequences.parquet"
 VOCABULARY_FILE = "vocabulary.parquet"
 MANIFEST_FILE = "manifest.json"
 _TEXT_FIELDS = {f.name for f in EVENT_FIELDS if f.loaded == "text"}
+TIE_BREAK = ("event_type", "sku", "url", "query")  # orders a user's events that share a timestamp, nulls last
 SECONDS_PER_DAY = 86_400
 EPOCH = date(1970, 1, 1)
 
@@ -74,15 +77,17 @@ def build_sequences(
     con: duckdb.DuckDBPyConnection, spec: SequenceSpec, out_dir: str | Path, batch_rows: int = 1_000_000
 ) -> SequenceStats:
     """Write sequences, vocabularies and a manifest into ``out_dir`` (replaced as a whole, atomically)."""
-    relation = query_sql(con, "sequences/user_events", as_of=spec.as_of, lookback_days=spec.lookback_days)
-    if tuple(relation.columns) != SELECTED_COLUMNS:
-        raise ValueError(
-            f"sql/sequences/user_events.sql selects {relation.columns}; sequences/schema.py declares {list(SELECTED_COLUMNS)}"
-        )
-    catalogue_rows = query_sql(con, "sequences/sequence_catalogue").to_arrow_table()
-    catalogue = {name: catalogue_rows[name].combine_chunks() for name in CATALOGUE_COLUMNS}
     lengths: list[np.ndarray] = []
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, transaction(con):  # the catalogue and the events read from one snapshot
+        run_sql(con, "sequences/sequence_catalogue")
+        catalogue_table = con.table("sequence_catalogue").order("catalogue_row").to_arrow_table()
+        catalogue = {name: catalogue_table[name].combine_chunks() for name in CATALOGUE_COLUMNS}
+        relation = query_sql(con, "sequences/user_events", as_of=spec.as_of, lookback_days=spec.lookback_days)
+        if tuple(relation.columns) != SELECTED_COLUMNS:
+            raise ValueError(
+                f"sql/sequences/user_events.sql selects {relation.columns}; "
+                f"sequences/schema.py declares {list(SELECTED_COLUMNS)}"
+            )
         with (
             pq.ParquetWriter(tmp / SEQUENCES_FILE, SEQUENCE_SCHEMA, **SEQUENCE_WRITE_OPTIONS) as writer,
             ThreadPoolExecutor(1) as background,
@@ -117,6 +122,8 @@ def _complete_users(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
     """Re-cut a stream of user-ordered rows so that no user is split across two yielded tables."""
     carry: pa.Table | None = None
     for batch in reader:
+        if not batch.num_rows:
+            continue
         table = pa.Table.from_batches([batch])
         if carry is not None:
             table = pa.concat_tables([carry, table])
@@ -130,9 +137,9 @@ def _complete_users(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
 
 
 def pack_sequences(events: pa.Table, catalogue: dict[str, pa.Array], max_events: int) -> pa.Table:
-    """One row per user from user-ordered event rows: the last ``max_events`` events as list columns, with the
-    catalogue fields of their skus (``catalogue``'s values at the event's ``catalogue_row``; null where that is
-    null)."""
+    """One row per user from event rows (the columns of ``SELECTED_COLUMNS``) ordered by client_id and ts, ties in
+    any order: the last ``max_events`` events in sequence order as list columns, with the catalogue fields of their
+    skus (``catalogue``'s values at the event's ``catalogue_row``; null where that is null)."""
     clients = events["client_id"].to_numpy()
     n = len(clients)
     starts = np.flatnonzero(np.concatenate([[True], clients[1:] != clients[:-1]]))
@@ -144,7 +151,7 @@ def pack_sequences(events: pa.Table, catalogue: dict[str, pa.Array], max_events:
     from_end = np.repeat(starts + lengths, lengths) - np.arange(n)  # 1 = the user's last event
     keep = from_end <= max_events
     kept = events.take(_sequence_order(events, clients)[keep])
-    kept_values = {name: kept[name].combine_chunks() for name in SELECTED_COLUMNS[1:]}
+    kept_values = {name: kept[name].combine_chunks() for name in kept.column_names if name != "client_id"}
     kept_values |= {name: column.take(kept_values["catalogue_row"]) for name, column in catalogue.items()}
     kept_values["seconds_since_previous"] = pa.array(gaps[keep], mask=first_of_user[keep])
     offsets = pa.array(np.concatenate([[0], np.cumsum(np.minimum(lengths, max_events))]).astype(np.int32))
@@ -152,9 +159,6 @@ def pack_sequences(events: pa.Table, catalogue: dict[str, pa.Array], max_events:
     for f in STORED_FIELDS:
         columns[f.name] = pa.ListArray.from_arrays(offsets, kept_values[f.name].cast(f.stored))
     return pa.table(columns, schema=SEQUENCE_SCHEMA)
-
-
-TIE_BREAK = ("event_type", "sku", "url", "query")
 
 
 def _sequence_order(events: pa.Table, clients: np.ndarray) -> np.ndarray:
@@ -261,7 +265,8 @@ def _load_field(column: pa.ChunkedArray, loaded: str) -> np.ndarray | pa.Array:
 
 def load_sequences(directory: str | Path, text_fields: Iterable[str] = ()) -> UserSequences:
     """The sequences of a partition with every integer field; text fields (strings, the largest columns at scale)
-    only when named in ``text_fields``."""
+    only when named in ``text_fields``. ``day`` is not stored: it is the day of ``ts`` counted from the first day in
+    the partition's manifest."""
     wanted = [f for f in STORED_FIELDS if f.loaded != "text" or f.name in set(text_fields)]
     table = pq.read_table(
         Path(directory) / SEQUENCES_FILE, columns=["client_id", "n_events", *(f.name for f in wanted)]
