@@ -52,7 +52,6 @@ def stage_ingest(source: Path, warehouse: Path) -> dict:
         "seconds": time.perf_counter() - started,
         "accepted": accepted,
         "peak_rss_mb": peak_rss_mib(),
-        "code": _code_checkout(),
     }
 
 
@@ -70,15 +69,14 @@ def stage_sequences(warehouse: Path, out: Path) -> dict:
         "users": stats.users,
         "events_kept": stats.events_kept,
         "peak_rss_mb": peak_rss_mib(),
-        "code": _code_checkout(),
     }
 
 
-def _code_checkout() -> str:
-    """The checkout whose ubp_pipeline this interpreter imported (a baseline run must not measure this one's)."""
+def stage_checkout() -> dict:
+    """The checkout whose ubp_pipeline a stage imports (a baseline run must not measure this one's)."""
     import ubp_pipeline
 
-    return str(Path(ubp_pipeline.__file__).resolve().parents[1])
+    return {"checkout": str(Path(ubp_pipeline.__file__).resolve().parents[1])}
 
 
 def stage_pandas(source: Path, out: Path) -> dict:
@@ -177,7 +175,7 @@ def same_as_baseline(folder: Path) -> dict:
     }
 
 
-STAGES = {"ingest": stage_ingest, "sequences": stage_sequences, "pandas": stage_pandas}
+STAGES = {"ingest": stage_ingest, "sequences": stage_sequences, "pandas": stage_pandas, "checkout": stage_checkout}
 
 
 def _revision(checkout: Path) -> str:
@@ -207,6 +205,12 @@ def _median(rows: list[dict], key: str) -> float:
     return statistics.median(row[key] for row in rows)
 
 
+def _require_checkout(code: Path | None, expected: Path) -> None:
+    imported = run_stage(__file__, "checkout", code=code)["checkout"]
+    if imported != str(expected):
+        raise RuntimeError(f"the stages would import ubp_pipeline from elsewhere than {expected}")
+
+
 def bench_size(target_events: int, repeats: int, with_pandas: bool, baseline: Path | None) -> dict:
     from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 
@@ -217,7 +221,9 @@ def bench_size(target_events: int, repeats: int, with_pandas: bool, baseline: Pa
         folder / "source",
     )
     source_events = sum(summary.events.values())
-    runs: dict[str, list[dict]] = {name: [] for name in STAGES if with_pandas or name != "pandas"}
+    runs: dict[str, list[dict]] = {
+        name: [] for name in ("ingest", "sequences", "pandas") if with_pandas or name != "pandas"
+    }
     if baseline:
         runs |= {"baseline_ingest": [], "baseline_sequences": []}
     for _ in range(repeats):
@@ -229,12 +235,6 @@ def bench_size(target_events: int, repeats: int, with_pandas: bool, baseline: Pa
             runs["baseline_sequences"].append(run_stage(__file__, "sequences", warehouse, sequences, code=baseline))
         if with_pandas:
             runs["pandas"].append(run_stage(__file__, "pandas", folder / "source", folder / "pandas.parquet"))
-    for name, rows in runs.items():
-        if name == "pandas":
-            continue
-        expected = str(baseline) if name.startswith("baseline") else str(ROOT)
-        if {row.pop("code") for row in rows} != {expected}:  # checked, not kept: it is a local path
-            raise RuntimeError(f"{name} imported ubp_pipeline from elsewhere than {expected}")
     if with_pandas and not same_sequences(folder / "sequences", folder / "pandas.parquet"):
         raise RuntimeError("pandas and DuckDB wrote different sequences")
     against_baseline = same_as_baseline(folder) if baseline and with_pandas else None
@@ -355,6 +355,9 @@ def main() -> None:
         print(json.dumps(STAGES[name](*map(Path, paths))))
         return
     baseline = args.baseline.resolve() if args.baseline else None
+    _require_checkout(None, ROOT)
+    if baseline:
+        _require_checkout(baseline, baseline)
     sizes = [bench_size(n, args.repeats, n <= args.pandas_max_events, baseline) for n in args.events]
     result = {
         "hardware": _hardware(),
