@@ -48,11 +48,7 @@ def stage_ingest(source: Path, warehouse: Path) -> dict:
         ingest_product_properties(con, layout)
         reports = ingest_event_tables(con, layout, EVENT_TYPES, START, START + timedelta(days=DAYS - 1))
     accepted = sum(report.accepted_rows for report in reports.values())
-    return {
-        "seconds": time.perf_counter() - started,
-        "accepted": accepted,
-        "peak_rss_mb": peak_rss_mib(),
-    }
+    return {"seconds": time.perf_counter() - started, "accepted": accepted, "peak_rss_mb": peak_rss_mib()}
 
 
 def stage_sequences(warehouse: Path, out: Path) -> dict:
@@ -180,15 +176,12 @@ STAGES = {"ingest": stage_ingest, "sequences": stage_sequences, "pandas": stage_
 
 def _revision(checkout: Path) -> str:
     """The checkout's commit, marked when its files differ from it."""
-    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(
-        ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-    )
-    return (
-        head.stdout.strip() + (" + local changes" if dirty.stdout.strip() else "")
-        if head.returncode == 0
-        else "unknown"
-    )
+    git = ["git", "-C", str(checkout)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        return "unknown"
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return head.stdout.strip() + (" + local changes" if dirty.stdout.strip() else "")
 
 
 def _hardware() -> dict:
