@@ -7,7 +7,11 @@ baselines, the SAE (trained on 80 % of users), annotations of SAE features and h
 attribute coordinates of SASRec's output (CHANNEL_SAE): its readability and its steering (add, clamp). Figures are medians over the seeds; every run is
 listed in the JSON. Writes bench/results/recommender.json and bench/results/recommender.md.
 
-    PYTHONPATH=. python bench/bench_recommender.py [--repeats 3] [--threads 1] [--device cpu]   (from the repo root)
+``--sae-layer output`` puts the main SAE on all of SASRec's normalised output instead (after the final norm, where the
+attribute-channel SAE sits, but over every coordinate), which tells the channel SAE's two differences apart: the place
+and the coordinates. It writes recommender_output_layer.json / .md.
+
+    PYTHONPATH=. python bench/bench_recommender.py [--repeats 3] [--threads 1] [--device cpu] [--sae-layer last-block]
 
 One thread by default: on a shared 2-core machine a second thread mostly waits for a core another process holds.
 """
@@ -91,7 +95,14 @@ OUTPUT_READABILITY = [
 ]  # fmt: skip
 
 
-def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> dict:
+# where the main SAE reads and edits: (layer of SASRec given its config, how the report names the place)
+SAE_PLACES = {
+    "last-block": (lambda config: config.n_blocks, "the residual stream after the last block, before the final norm"),
+    "output": (lambda config: config.n_blocks + 1, "SASRec's normalised output, after the final norm"),
+}
+
+
+def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int, sae_place: str = "last-block") -> dict:
     """SASRec + baselines, SAE, annotations and steering for one seed: every figure the report quotes."""
     runtime = make_runtime(device, seed=seed, threads=threads)
     started = time.perf_counter()
@@ -101,9 +112,8 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> d
 
     started = time.perf_counter()
     sae_config = SAEConfig(d_in=model.config.d_model, **SAE)
-    dictionary = train_dictionary(
-        model, split, model.config.n_blocks, sae_config, SAE_TRAINING, runtime, holdout_users=SAE_HOLDOUT_USERS
-    )
+    layer = SAE_PLACES[sae_place][0](model.config)
+    dictionary = train_dictionary(model, split, layer, sae_config, SAE_TRAINING, runtime, holdout_users=SAE_HOLDOUT_USERS)
     sae_wall = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -131,6 +141,7 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int) -> d
     trained = recommender.trained
     return {
         "seed": seed,
+        "sae_layer": layer,
         "quality": recommender.quality.to_dict(orient="records"),
         "served_model": recommender.served_model,
         "sasrec": {
@@ -279,9 +290,9 @@ def summarise(runs: list[dict]) -> dict[str, pd.DataFrame]:
     }
 
 
-def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict) -> None:
+def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict, stem: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with atomic_path(RESULTS / "recommender.json") as tmp:
+    with atomic_path(RESULTS / f"{stem}.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
     hw, seeds = report["hardware"], report["repeats"]
     steering = pd.DataFrame(first["steering"])[
@@ -349,7 +360,7 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict) ->
         "label (unit: the median over users of the deviation of their scores), not a hidden-state edit; "
         "concept_direction, the direction of SASRec's output whose effect on the scores best fits that bonus (least "
         "squares over the centred item vectors), added at the last position (same unit): one direction chosen for "
-        "the label, a yardstick for the features (not a bound: a feature edits before the final norm). "
+        f"the label, a yardstick for the features (not a bound: a feature edits {report['sae_place']}). "
         f"Summary = medians over {seeds} seed(s), share_reaching_target_within_10%_cost = the share of "
         "labels whose top-10 share doubled at no more than 10 % relative NDCG@10 cost:",
         "",
@@ -364,7 +375,7 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict) ->
         f"The last {channel['d_in']} coordinates of SASRec's normalised output meet the genre part of "
         "every item vector, so they are where the model expresses genres. A second TopK SAE "
         f"({channel['n_latents']} latents, k = {channel['k']}) is trained on those coordinates alone, on the same "
-        "users, and steered the same way at the output, after the final norm (the main SAE edits before it) (rows "
+        f"users, and steered the same way at the output, after the final norm (the main SAE edits {report['sae_place']}) (rows "
         f"'{CHANNEL_SELECTION}' of the summary above; readability rows 'attribute-channel sae' in the readability "
         "table, against the same hidden dimensions as the main SAE). Its labels are its own features' labels, so "
         "the set of genres steered can differ from the main SAE's. Explained variance of the channel on held-out "
@@ -381,7 +392,7 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict) ->
         markdown_table(channel_steering),
         "",
     ]
-    with atomic_path(RESULTS / "recommender.md") as tmp:
+    with atomic_path(RESULTS / f"{stem}.md") as tmp:
         tmp.write_text("\n".join(lines))
 
 
@@ -390,13 +401,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    parser.add_argument("--sae-layer", choices=list(SAE_PLACES), default="last-block", help="where the main SAE reads")
     args = parser.parse_args()
+    stem = "recommender" if args.sae_layer == "last-block" else "recommender_output_layer"
     load_before = load_average()
 
     split = leave_one_out(load_movielens_100k())
     runs = []
     for seed in range(args.repeats):
-        runs.append(run_seed(split, seed, args.device, args.threads))
+        runs.append(run_seed(split, seed, args.device, args.threads, args.sae_layer))
         print(json.dumps({k: runs[-1][k] for k in ("seed", "quality", "sae", "steering_summary")}, default=float))
     tables = summarise(runs)
     runtime = make_runtime(args.device, seed=0, threads=args.threads)
@@ -412,7 +425,7 @@ def main() -> None:
             f"followed by {SASRecConfig.attribute_dims} coordinates holding the mean of its genres' embeddings. "
             "Popularity: training counts. Item-to-item: P(next | item) "
             "from items up to 5 steps later (weight 1/step) in the training sequences, summed over the user's 10 "
-            "newest items with weight 0.8^age. SAE: TopK on the residual stream after the last block, "
+            f"newest items with weight 0.8^age. SAE: TopK on {SAE_PLACES[args.sae_layer][1]}, "
             f"{SAE}, training {dataclasses.asdict(SAE_TRAINING)}, trained on {1 - SAE_HOLDOUT_USERS:.0%} of users' "
             "training tokens; metrics and annotations on the others."
         ),
@@ -426,7 +439,8 @@ def main() -> None:
             "Medians over reliable features (fired on >= 100 held-out tokens)."
         ),
         "repeats": args.repeats,
-        "sae_layer": SASREC["n_blocks"],
+        "sae_layer": runs[0]["sae_layer"],
+        "sae_place": SAE_PLACES[args.sae_layer][1],
         "sae_config": SAE | {"n_latents": SASREC["d_model"] * SAE["expansion"]},
         "channel_sae_config": CHANNEL_SAE
         | {"d_in": SASRecConfig.attribute_dims, "n_latents": SASRecConfig.attribute_dims * CHANNEL_SAE["expansion"]},
@@ -434,8 +448,8 @@ def main() -> None:
         "summary": {name: table.to_dict(orient="records") for name, table in tables.items()},
         "runs": runs,
     }
-    write_reports(report, tables, runs[0])
-    print((RESULTS / "recommender.md").read_text())
+    write_reports(report, tables, runs[0], stem)
+    print((RESULTS / f"{stem}.md").read_text())
 
 
 if __name__ == "__main__":
