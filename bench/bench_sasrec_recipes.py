@@ -1,7 +1,7 @@
 """MovieLens-100k (or a user_sequences partition): SASRec alone under two training recipes, paired by seed and user.
 
 bench_recommender.py trains SASRec with seeds 0-2 inside the whole interpretability report; this trains only SASRec,
-on its recipe with some settings replaced (``--baseline``) against the same recipe with others replaced
+on its recipe with some settings (training or model) replaced (``--baseline``) against the same recipe with others replaced
 (``--change``), for more seeds, and reports validation and test NDCG@10 per seed with the paired gain, and a 95 %
 interval of the mean test gain: a bootstrap that redraws both the seeds (training noise) and the test users (which
 users the split happens to hold), the two recipes paired by seed and user. A gain is a finding when its interval
@@ -45,9 +45,12 @@ RESULTS = Path(__file__).parent / "results"
 RECIPES = ("baseline", "change")
 
 
+MODEL_FIELDS = {"max_len", "d_model", "n_heads", "n_blocks", "dropout", "attribute_dims"}  # SASRecConfig's settable ones
+
+
 def settings(pairs: list[str]) -> dict:
-    """KEY=VALUE pairs (VALUE as JSON) naming SASRecTrainingConfig fields."""
-    known = {f.name for f in dataclasses.fields(SASRecTrainingConfig)}
+    """KEY=VALUE pairs (VALUE as JSON) naming SASRecTrainingConfig fields or the SASRecConfig fields in MODEL_FIELDS."""
+    known = {f.name for f in dataclasses.fields(SASRecTrainingConfig)} | MODEL_FIELDS
     parsed = {key: json.loads(value) for key, value in (pair.split("=", 1) for pair in pairs)}
     unknown = set(parsed) - known
     if unknown:
@@ -72,8 +75,9 @@ def train_one(recipe: str, overrides: dict, seed: int, threads: int, sequences: 
     split, (_, sasrec, recipe_training) = load_split(sequences), recipe_for(sequences)
     runtime = make_runtime("cpu", seed=seed, threads=threads)
     started = time.perf_counter()
-    training = dataclasses.replace(recipe_training, **overrides)
-    trained = train_sasrec(split, SASRecConfig(n_items=split.test.n_items, **sasrec), training, runtime)
+    model_overrides = {key: value for key, value in overrides.items() if key in MODEL_FIELDS}
+    training = dataclasses.replace(recipe_training, **{k: v for k, v in overrides.items() if k not in MODEL_FIELDS})
+    trained = train_sasrec(split, SASRecConfig(n_items=split.test.n_items, **sasrec | model_overrides), training, runtime)
     test = ndcg_per_user(sasrec_scorer(trained.model), split.test)
     return {
         "recipe": recipe, "seed": seed, "best_epoch": trained.best_epoch,
