@@ -95,10 +95,10 @@ OUTPUT_READABILITY = [
 ]  # fmt: skip
 
 
-# where the main SAE reads and edits: (layer of SASRec given its config, how the report names the place)
+# where the main SAE reads and edits: (its layer in a SASRec, how the report names the place)
 SAE_PLACES = {
-    "last-block": (lambda config: config.n_blocks, "the residual stream after the last block, before the final norm"),
-    "output": (lambda config: config.n_blocks + 1, "SASRec's normalised output, after the final norm"),
+    "last-block": (lambda model: model.config.n_blocks, "the residual stream after the last block, before the final norm"),
+    "output": (lambda model: model.output_layer, "SASRec's normalised output, after the final norm"),
 }
 
 
@@ -112,7 +112,7 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int, sae_
 
     started = time.perf_counter()
     sae_config = SAEConfig(d_in=model.config.d_model, **SAE)
-    layer = SAE_PLACES[sae_place][0](model.config)
+    layer = SAE_PLACES[sae_place][0](model)
     dictionary = train_dictionary(model, split, layer, sae_config, SAE_TRAINING, runtime, holdout_users=SAE_HOLDOUT_USERS)
     sae_wall = time.perf_counter() - started
 
