@@ -1,4 +1,4 @@
-"""MovieLens-100k: SASRec against popularity and item-to-item, the SAE on its last layer, readability and steering.
+"""MovieLens-100k: SASRec against popularity and item-to-item, an SAE on its last layer, readability and steering.
 
 Leave-one-out, full ranking over all 1,682 items, items the user has already rated filtered. Every stage is the
 in-memory function the pipeline's assets call (core/recommender/stages.py), once per seed: SASRec and the
@@ -80,9 +80,10 @@ SASREC_TRAINING = SASRecTrainingConfig(
 SAE = {"expansion": 2, "k": 32}
 SAE_TRAINING = SAETrainingConfig()
 # A second dictionary over the attribute coordinates that end SASRec's normalised output (the 16 that score an item's
-# genres), after the final norm where the main SAE sits before it: 128 latents, k = 4, chosen among (expansion, k) =
-# (8, 2), (8, 4), (16, 4) in a scratch run of seeds 0-1 on these test items (its SASRecs were trained apart from this
-# bench's; share of genres doubled within 10 % cost 0.40 / 0.78, 0.50 / 0.55 and 0.50 / 0.55, the main SAE 0.11 / 0.25)
+# genres), after the final norm (the main SAE sits before it by default): 128 latents, k = 4, chosen among
+# (expansion, k) = (8, 2), (8, 4), (16, 4) in a scratch run of seeds 0-1 on these test items (its SASRecs were trained
+# apart from this bench's; share of genres doubled within 10 % cost 0.40 / 0.78, 0.50 / 0.55 and 0.50 / 0.55, the
+# main SAE 0.11 / 0.25)
 CHANNEL_SAE = {"expansion": 8, "k": 4}
 CHANNEL_SELECTION = "output, attribute-channel SAE"  # its rows in the steering summary
 SAE_HOLDOUT_USERS = 0.2
@@ -95,10 +96,19 @@ OUTPUT_READABILITY = [
 ]  # fmt: skip
 
 
-# where the main SAE reads and edits: (its layer in a SASRec, how the report names the place)
+# where the main SAE reads and edits: its layer in a SASRec, how the report names the place, and how that place
+# compares with the output, where concept_direction and the attribute-channel SAE edit
 SAE_PLACES = {
-    "last-block": (lambda model: model.config.n_blocks, "the residual stream after the last block, before the final norm"),
-    "output": (lambda model: model.output_layer, "SASRec's normalised output, after the final norm"),
+    "last-block": (
+        lambda model: model.config.n_blocks,
+        "the residual stream after the last block, before the final norm",
+        "the main SAE edits before it",
+    ),
+    "output": (
+        lambda model: model.output_layer,
+        "SASRec's normalised output, after the final norm",
+        "where the main SAE edits too, over all its coordinates",
+    ),
 }
 
 
@@ -113,7 +123,9 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int, sae_
     started = time.perf_counter()
     sae_config = SAEConfig(d_in=model.config.d_model, **SAE)
     layer = SAE_PLACES[sae_place][0](model)
-    dictionary = train_dictionary(model, split, layer, sae_config, SAE_TRAINING, runtime, holdout_users=SAE_HOLDOUT_USERS)
+    dictionary = train_dictionary(
+        model, split, layer, sae_config, SAE_TRAINING, runtime, holdout_users=SAE_HOLDOUT_USERS
+    )
     sae_wall = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -360,7 +372,7 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict, st
         "label (unit: the median over users of the deviation of their scores), not a hidden-state edit; "
         "concept_direction, the direction of SASRec's output whose effect on the scores best fits that bonus (least "
         "squares over the centred item vectors), added at the last position (same unit): one direction chosen for "
-        f"the label, a yardstick for the features (not a bound: a feature edits {report['sae_place']}). "
+        "the label, a yardstick for the features (not a bound: a least-squares fit is not the top-10 target). "
         f"Summary = medians over {seeds} seed(s), share_reaching_target_within_10%_cost = the share of "
         "labels whose top-10 share doubled at no more than 10 % relative NDCG@10 cost:",
         "",
@@ -375,7 +387,8 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict, st
         f"The last {channel['d_in']} coordinates of SASRec's normalised output meet the genre part of "
         "every item vector, so they are where the model expresses genres. A second TopK SAE "
         f"({channel['n_latents']} latents, k = {channel['k']}) is trained on those coordinates alone, on the same "
-        f"users, and steered the same way at the output, after the final norm (the main SAE edits {report['sae_place']}) (rows "
+        "users, and steered the same way at the output, after the final norm "
+        f"({report['sae_place_against_output']}) (rows "
         f"'{CHANNEL_SELECTION}' of the summary above; readability rows 'attribute-channel sae' in the readability "
         "table, against the same hidden dimensions as the main SAE). Its labels are its own features' labels, so "
         "the set of genres steered can differ from the main SAE's. Explained variance of the channel on held-out "
@@ -441,6 +454,7 @@ def main() -> None:
         "repeats": args.repeats,
         "sae_layer": runs[0]["sae_layer"],
         "sae_place": SAE_PLACES[args.sae_layer][1],
+        "sae_place_against_output": SAE_PLACES[args.sae_layer][2],
         "sae_config": SAE | {"n_latents": SASREC["d_model"] * SAE["expansion"]},
         "channel_sae_config": CHANNEL_SAE
         | {"d_in": SASRecConfig.attribute_dims, "n_latents": SASRecConfig.attribute_dims * CHANNEL_SAE["expansion"]},

@@ -1,12 +1,13 @@
-"""MovieLens-100k (or a user_sequences partition): SASRec alone under two training recipes, paired by seed and user.
+"""MovieLens-100k (or a user_sequences partition): SASRec alone under two recipes, paired by seed and user.
 
 bench_recommender.py trains SASRec with seeds 0-2 inside the whole interpretability report; this trains only SASRec,
-on its recipe with some settings (training or model) replaced (``--baseline``) against the same recipe with others replaced
-(``--change``), for more seeds, and reports validation and test NDCG@10 per seed with the paired gain, and a 95 %
-interval of the mean test gain: a bootstrap that redraws both the seeds (training noise) and the test users (which
-users the split happens to hold), the two recipes paired by seed and user. A gain is a finding when its interval
-excludes 0. The epoch is chosen on validation. With ``--sequences`` it trains on the skus of a user_sequences
-partition (a pipeline run's artifacts/user_sequences/<day>) with the pipeline's own recipe (stages.py) instead.
+on its recipe with some settings (training or model) replaced (``--baseline``) against the same recipe with
+others replaced (``--change``), for more seeds, and reports validation and test NDCG@10 per seed with the paired
+gain, and a 95 % interval of the mean test gain: a bootstrap that redraws both the seeds (training noise) and the
+test users (which users the split happens to hold), the two recipes paired by seed and user. A gain is a finding
+when its interval excludes 0. The epoch is chosen on validation. With ``--sequences`` it trains on the skus of a
+user_sequences partition (a pipeline run's artifacts/user_sequences/<day>) with the pipeline's own recipe (stages.py)
+instead.
 Writes bench/results/sasrec_NAME.json and .md.
 
     PYTHONPATH=. python bench/bench_sasrec_recipes.py --name weight_average --baseline weight_average_decay=0 \\
@@ -45,7 +46,8 @@ RESULTS = Path(__file__).parent / "results"
 RECIPES = ("baseline", "change")
 
 
-MODEL_FIELDS = {"max_len", "d_model", "n_heads", "n_blocks", "dropout", "attribute_dims"}  # SASRecConfig's settable ones
+# the SASRecConfig fields a recipe may replace (n_items and the attribute fields come from the data)
+MODEL_FIELDS = {"max_len", "d_model", "n_heads", "n_blocks", "dropout", "attribute_dims"}
 
 
 def settings(pairs: list[str]) -> dict:
@@ -54,7 +56,9 @@ def settings(pairs: list[str]) -> dict:
     parsed = {key: json.loads(value) for key, value in (pair.split("=", 1) for pair in pairs)}
     unknown = set(parsed) - known
     if unknown:
-        raise SystemExit(f"not SASRecTrainingConfig fields: {sorted(unknown)}; known: {sorted(known)}")
+        raise SystemExit(
+            f"not settable SASRecTrainingConfig or SASRecConfig fields: {sorted(unknown)}; known: {sorted(known)}"
+        )
     return parsed
 
 
@@ -77,7 +81,9 @@ def train_one(recipe: str, overrides: dict, seed: int, threads: int, sequences: 
     started = time.perf_counter()
     model_overrides = {key: value for key, value in overrides.items() if key in MODEL_FIELDS}
     training = dataclasses.replace(recipe_training, **{k: v for k, v in overrides.items() if k not in MODEL_FIELDS})
-    trained = train_sasrec(split, SASRecConfig(n_items=split.test.n_items, **sasrec | model_overrides), training, runtime)
+    trained = train_sasrec(
+        split, SASRecConfig(n_items=split.test.n_items, **sasrec | model_overrides), training, runtime
+    )
     test = ndcg_per_user(sasrec_scorer(trained.model), split.test)
     return {
         "recipe": recipe, "seed": seed, "best_epoch": trained.best_epoch,
@@ -149,9 +155,9 @@ def main() -> None:
         f"# SASRec on {data}: {recipes['change']} against {recipes['baseline'] or 'the recipe'}\n\n"
         f"{hardware['cpu_model']}, {hardware['cores']} cores, {args.jobs} training(s) at once on {args.threads} torch "
         f"thread(s) each, load average {hardware['load_average_before']} before, {hardware['load_average_after']} "
-        f"after. SASRec {sasrec}; the training recipe {dataclasses.asdict(training)} "
-        f"with baseline {recipes['baseline']} and change {recipes['change']}; leave-one-out, full ranking, seen "
-        f"items filtered; the epoch with the best validation NDCG@10 kept. `{command}`\n\n"
+        f"after. SASRec {sasrec} and the training recipe {dataclasses.asdict(training)}, with the fields of "
+        f"either replaced: baseline {recipes['baseline']}, change {recipes['change']}; leave-one-out, full ranking, "
+        f"seen items filtered; the epoch with the best validation NDCG@10 kept. `{command}`\n\n"
         f"Per seed (gain = change - baseline):\n\n{wide.round(4).to_markdown()}\n\n"
         f"Medians over the seeds:\n\n{medians.round(4).to_markdown()}\n\n"
         f"Validation NDCG@10 up on {up['valid_ndcg@10']} of {len(args.seeds)} seeds, test NDCG@10 on "
