@@ -8,8 +8,8 @@ attribute coordinates of SASRec's output (CHANNEL_SAE): its readability and its 
 listed in the JSON. Writes bench/results/recommender.json and bench/results/recommender.md.
 
 ``--sae-layer output`` puts the main SAE on all of SASRec's normalised output instead (after the final norm, where the
-attribute-channel SAE sits, but over every coordinate), which tells the channel SAE's two differences apart: the place
-and the coordinates. It writes recommender_output_layer.json / .md.
+attribute-channel SAE sits, but over every coordinate): of the channel SAE's three differences from the main one
+(coordinates, place, expansion and k) it tests the place. It writes recommender_output_layer.json / .md.
 
     PYTHONPATH=. python bench/bench_recommender.py [--repeats 3] [--threads 1] [--device cpu] [--sae-layer last-block]
 
@@ -22,7 +22,9 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -96,18 +98,27 @@ OUTPUT_READABILITY = [
 ]  # fmt: skip
 
 
-# where the main SAE reads and edits: its layer in a SASRec, how the report names the place, and how that place
-# compares with the output, where concept_direction and the attribute-channel SAE edit
+class SAEPlace(NamedTuple):
+    """Where the main SAE reads and edits (``--sae-layer``)."""
+
+    layer: Callable[[SASRec], int]
+    description: str  # how the report names the place
+    against_output: str  # how it compares with the output, where concept_direction and the channel SAE edit
+    results_stem: str  # bench/results/<stem>.json / .md
+
+
 SAE_PLACES = {
-    "last-block": (
+    "last-block": SAEPlace(
         lambda model: model.config.n_blocks,
         "the residual stream after the last block, before the final norm",
         "the main SAE edits before it",
+        "recommender",
     ),
-    "output": (
+    "output": SAEPlace(
         lambda model: model.output_layer,
         "SASRec's normalised output, after the final norm",
         "where the main SAE edits too, over all its coordinates",
+        "recommender_output_layer",
     ),
 }
 
@@ -122,7 +133,7 @@ def run_seed(split: LeaveOneOutSplit, seed: int, device: str, threads: int, sae_
 
     started = time.perf_counter()
     sae_config = SAEConfig(d_in=model.config.d_model, **SAE)
-    layer = SAE_PLACES[sae_place][0](model)
+    layer = SAE_PLACES[sae_place].layer(model)
     dictionary = train_dictionary(
         model, split, layer, sae_config, SAE_TRAINING, runtime, holdout_users=SAE_HOLDOUT_USERS
     )
@@ -416,7 +427,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     parser.add_argument("--sae-layer", choices=list(SAE_PLACES), default="last-block", help="where the main SAE reads")
     args = parser.parse_args()
-    stem = "recommender" if args.sae_layer == "last-block" else "recommender_output_layer"
+    place = SAE_PLACES[args.sae_layer]
     load_before = load_average()
 
     split = leave_one_out(load_movielens_100k())
@@ -438,7 +449,7 @@ def main() -> None:
             f"followed by {SASRecConfig.attribute_dims} coordinates holding the mean of its genres' embeddings. "
             "Popularity: training counts. Item-to-item: P(next | item) "
             "from items up to 5 steps later (weight 1/step) in the training sequences, summed over the user's 10 "
-            f"newest items with weight 0.8^age. SAE: TopK on {SAE_PLACES[args.sae_layer][1]}, "
+            f"newest items with weight 0.8^age. SAE: TopK on {place.description}, "
             f"{SAE}, training {dataclasses.asdict(SAE_TRAINING)}, trained on {1 - SAE_HOLDOUT_USERS:.0%} of users' "
             "training tokens; metrics and annotations on the others."
         ),
@@ -453,8 +464,8 @@ def main() -> None:
         ),
         "repeats": args.repeats,
         "sae_layer": runs[0]["sae_layer"],
-        "sae_place": SAE_PLACES[args.sae_layer][1],
-        "sae_place_against_output": SAE_PLACES[args.sae_layer][2],
+        "sae_place": place.description,
+        "sae_place_against_output": place.against_output,
         "sae_config": SAE | {"n_latents": SASREC["d_model"] * SAE["expansion"]},
         "channel_sae_config": CHANNEL_SAE
         | {"d_in": SASRecConfig.attribute_dims, "n_latents": SASRecConfig.attribute_dims * CHANNEL_SAE["expansion"]},
@@ -462,8 +473,8 @@ def main() -> None:
         "summary": {name: table.to_dict(orient="records") for name, table in tables.items()},
         "runs": runs,
     }
-    write_reports(report, tables, runs[0], stem)
-    print((RESULTS / f"{stem}.md").read_text())
+    write_reports(report, tables, runs[0], place.results_stem)
+    print((RESULTS / f"{place.results_stem}.md").read_text())
 
 
 if __name__ == "__main__":
