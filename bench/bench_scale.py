@@ -9,10 +9,13 @@ the backtest run at full size. On two cores one GRU epoch over 1M users takes ho
 the epochs it took on the sample). The estimate adds the stages of the main job's profile half as the job runs
 them: sequences, statistics, training, embedding and profiles twice (backtest models for D, production models for
 the newest day), ingest, targets and the backtest once; the recommender is not included.
+With --device cuda the blocks train, embed and probe on the GPU at the method's sizes (as the job does there), the
+backtest probes every profiled user, and each of those stages also reports its peak GPU memory.
 Writes bench/results/scale[_tag].json and .md; the generated set stays in bench/tmp/scale for the next run (--fresh
 regenerates it).
 
     PYTHONPATH=. python bench/bench_scale.py --users 1000000 --activity 2.2 --train-users 3000 --embed-users 50000
+    PYTHONPATH=. python bench/bench_scale.py --device cuda --users 200000 --train-users 8000 --tag gpu
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
 from bench_ingest import stage_ingest
-from hardware import cores, cpu_model, load_average, peak_rss_mib
+from hardware import cores, cpu_model, gpu_model, load_average, peak_rss_mib
 from stages import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +47,20 @@ def _days(work: Path) -> tuple[date, date, date]:
     return first, last - timedelta(days=HORIZON_DAYS), last
 
 
-def _runtime():
+def _runtime(device: str):
     from ubp_pipeline.core.common.device import make_runtime
 
-    return make_runtime("cpu", seed=0, threads=0)
+    return make_runtime(device, seed=0, threads=0)
 
 
 def _measured(started: float, **values) -> dict:
-    return {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak_rss_mib()), **values}
+    """Seconds since ``started`` and peak RSS, plus peak GPU memory where the stage used CUDA."""
+    measured = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak_rss_mib())}
+    torch = sys.modules.get("torch")  # only stages that trained or probed imported it
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        measured["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    return measured | values
 
 
 def stage_generate(work: Path, users: str, activity: str) -> dict:
@@ -83,7 +93,9 @@ def stage_statistics(work: Path) -> dict:
     first, day, _ = _days(work)
     started = time.perf_counter()
     with connect_warehouse(work / "warehouse.duckdb", read_only=True) as con:
-        users = build_stat_features(con, day, SequenceSpec(as_of=day, first_day=first).lookback_days, work / "stat_features")
+        users = build_stat_features(
+            con, day, SequenceSpec(as_of=day, first_day=first).lookback_days, work / "stat_features"
+        )
     return _measured(started, users=users)
 
 
@@ -108,18 +120,20 @@ def stage_sample(work: Path, name: str, users: str) -> dict:
     return {"users": len(chosen)}
 
 
-def stage_train(work: Path, block: str) -> dict:
+def stage_train(work: Path, block: str, device: str) -> dict:
     from ubp_pipeline.core.profiles.blocks import train_block
     from ubp_pipeline.core.profiles.registry import BLOCKS
 
     spec = BLOCKS[block]
     _, day, _ = _days(work)
     started = time.perf_counter()
-    trained = train_block(spec, work / "samples" / "train" / spec.input_asset, work / "models" / block, _runtime(), day.isoformat())
+    trained = train_block(
+        spec, work / "samples" / "train" / spec.input_asset, work / "models" / block, _runtime(device), day.isoformat()
+    )
     return _measured(started, learned=trained.learned, epochs=len(trained.history), users=trained.training_users)
 
 
-def stage_embed(work: Path, block: str) -> dict:
+def stage_embed(work: Path, block: str, device: str) -> dict:
     import numpy as np
 
     from ubp_pipeline.core.profiles.blocks import embed_block
@@ -127,10 +141,14 @@ def stage_embed(work: Path, block: str) -> dict:
 
     spec = BLOCKS[block]
     started = time.perf_counter()
-    vectors = embed_block(spec, work / "models" / block, work / "samples" / "embed" / spec.input_asset, _runtime())
+    vectors = embed_block(
+        spec, work / "models" / block, work / "samples" / "embed" / spec.input_asset, _runtime(device)
+    )
     result = _measured(started, users=len(vectors.client_ids), dims=int(vectors.vectors.shape[1]))
     (work / "vectors").mkdir(exist_ok=True)
-    np.savez(work / "vectors" / f"{block}.npz", client_ids=vectors.client_ids, vectors=vectors.vectors, fill=vectors.fill)
+    np.savez(
+        work / "vectors" / f"{block}.npz", client_ids=vectors.client_ids, vectors=vectors.vectors, fill=vectors.fill
+    )
     return result
 
 
@@ -173,9 +191,10 @@ def stage_targets(work: Path) -> dict:
     return _measured(started)
 
 
-def stage_backtest(work: Path) -> dict:
-    """The main job's backtest on a CPU: the profile and both aggregated baselines (their SQL over the warehouse),
-    the official probe on the default sample of relevant users; no oracle (real data has no planted truth)."""
+def stage_backtest(work: Path, device: str) -> dict:
+    """The main job's backtest: the profile and both aggregated baselines (their SQL over the warehouse), the official
+    probe on the device's default users (a sample on a CPU, all on a GPU); no oracle (real data has no planted
+    truth)."""
     from ubp_pipeline.core.evaluation.backtest import ENSEMBLE, TOTAL, run_backtest
     from ubp_pipeline.core.warehouse.database import connect_warehouse
 
@@ -183,11 +202,21 @@ def stage_backtest(work: Path) -> dict:
     started = time.perf_counter()
     with connect_warehouse(work / "warehouse.duckdb", read_only=True) as con:
         backtest = run_backtest(
-            con, day, work / "profiles", work / "targets", _runtime(), work / "backtest", probe="official",
-            score_blocks=False, log=lambda _: None,
+            con,
+            day,
+            work / "profiles",
+            work / "targets",
+            _runtime(device),
+            work / "backtest",
+            probe="official",
+            score_blocks=False,
+            log=lambda _: None,
         )
     totals = backtest.scores[backtest.scores["task"] == TOTAL].set_index("row")["score"]
-    return _measured(started, probe=backtest.probe, rows=len(totals), ensemble_total=round(float(totals[ENSEMBLE]), 3))
+    probed = int(backtest.scores["n_users"].max())
+    return _measured(
+        started, probe=backtest.probe, users=probed, rows=len(totals), ensemble_total=round(float(totals[ENSEMBLE]), 3)
+    )
 
 
 STAGES = {
@@ -204,7 +233,7 @@ STAGES = {
 }
 
 
-def run(work: Path, users: int, activity: float, samples: dict[str, int], fresh: bool) -> dict:
+def run(work: Path, users: int, activity: float, samples: dict[str, int], fresh: bool, device: str) -> dict:
     from ubp_pipeline.core.profiles.registry import BLOCKS, default_blocks
 
     if fresh:
@@ -224,31 +253,34 @@ def run(work: Path, users: int, activity: float, samples: dict[str, int], fresh:
     for name, size in samples.items():
         stages[f"sample {name}"] = run_stage(__file__, "sample", work, name, size)
     for block in BLOCKS:
-        stages[f"train {block}"] = run_stage(__file__, "train", work, block)
+        stages[f"train {block}"] = run_stage(__file__, "train", work, block, device)
         if stages[f"train {block}"]["learned"]:  # as in the job, a model that learned nothing embeds nothing
-            stages[f"embed {block}"] = run_stage(__file__, "embed", work, block)
+            stages[f"embed {block}"] = run_stage(__file__, "embed", work, block, device)
         print(block, stages[f"train {block}"], stages.get(f"embed {block}"), flush=True)
     learned = [b for b in default_blocks() if stages[f"train {b}"]["learned"]]
     stages["profiles"] = run_stage(__file__, "profiles", work, *learned)
     stages["targets"] = run_stage(__file__, "targets", work)
-    stages["backtest"] = run_stage(__file__, "backtest", work)
-    return {"users": users, "activity": activity, "stages": stages}
+    stages["backtest"] = run_stage(__file__, "backtest", work, device)
+    return {"users": users, "activity": activity, "device": device, "stages": stages}
 
 
 def estimate(result: dict) -> dict:
     """Seconds of the profile half of the main job at full size: training, embedding and profiles scaled linearly
-    from their samples to every user (profiles: every relevant user); sequences, statistics, training, embedding and
-    profiles twice (models and profiles for D and for the newest day, both taken to cost what D's do)."""
+    from their samples to every user (profiles: every relevant user; on a GPU the backtest too, which probes every
+    profiled user there); sequences, statistics, training, embedding and profiles twice (models and profiles for D
+    and for the newest day, both taken to cost what D's do)."""
     stages = result["stages"]
     scales = {name: stages["sequences"]["users"] / stages[f"sample {name}"]["users"] for name in ("train", "embed")}
     scales["profiles"] = stages["profiles"]["relevant_users"] / stages["profiles"]["users"]
+    per_user = ("train ", "embed ", "profiles") + (() if result.get("device", "cpu") == "cpu" else ("backtest",))
+    scales["backtest"] = scales["profiles"]
     scaled = {
-        stage: row["seconds"] * scales[stage.split()[0]]
-        for stage, row in stages.items()
-        if stage.startswith(("train ", "embed ")) or stage == "profiles"
+        stage: row["seconds"] * scales[stage.split()[0]] for stage, row in stages.items() if stage.startswith(per_user)
     }
-    twice = stages["sequences"]["seconds"] + stages["statistics"]["seconds"] + sum(scaled.values())
-    total = stages["ingest"]["seconds"] + 2 * twice + stages["targets"]["seconds"] + stages["backtest"]["seconds"]
+    twice = stages["sequences"]["seconds"] + stages["statistics"]["seconds"]
+    twice += sum(seconds for stage, seconds in scaled.items() if stage != "backtest")
+    backtest = scaled.get("backtest", stages["backtest"]["seconds"])
+    total = stages["ingest"]["seconds"] + 2 * twice + stages["targets"]["seconds"] + backtest
     return {"scales": scales, "scaled_seconds": scaled, "main_job_seconds": total}
 
 
@@ -258,29 +290,31 @@ def markdown(result: dict) -> str:
     lines = [
         "# Challenge scale on one machine",
         "",
-        f"{hw['cpu']}, {hw['cores']} cores, no GPU; load average {hw['load_before']} before, {hw['load_after']} after. "
+        f"{hw['cpu']}, {hw['cores']} cores, {_device_words(result)}; load average {hw['load_before']} before, "
+        f"{hw['load_after']} after. "
         f"Generated set: {result['users']:,} users, activity {result['activity']} ({events:,} source events, 120 days). "
         "One run; each stage in a fresh interpreter. Training measured on "
         f"{stages['sample train']['users']:,} sampled users (at the epochs it took there), embedding on "
         f"{stages['sample embed']['users']:,}, scaled linearly to the day's {stages['sequences']['users']:,} users, "
         f"profiles to its {stages['profiles']['relevant_users']:,} relevant users (marked ~, the measured seconds in "
         "brackets; their peak RSS is the sample's). Ingest, sequences, statistics and targets ran at full size; the "
-        "backtest probes its default 1,500 sampled users, as on any CPU.",
+        f"backtest probes {_probed_words(result)}.",
         "",
-        "| stage | seconds | peak RSS MiB | notes |",
-        "|---|---|---|---|",
     ]
+    on_gpu = any("peak_gpu_mb" in row for row in stages.values())
+    lines += ["| stage | seconds | peak RSS MiB | " + ("peak GPU MiB | " if on_gpu else "") + "notes |"]
+    lines += ["|---|---|---|" + ("---|" if on_gpu else "") + "---|"]
+    measures = ("seconds", "peak_rss_mb", "peak_gpu_mb")
     for name, row in stages.items():
         if name == "generate" or name.startswith("sample"):
             continue
         seconds = f"{row['seconds']:,.1f}"
         if name in est["scaled_seconds"]:
             seconds = f"~{est['scaled_seconds'][name]:,.0f} ({row['seconds']:,.1f})"
-        notes = ", ".join(
-            f"{k} {v:,}" if type(v) is int else f"{k} {v}" for k, v in row.items() if k not in ("seconds", "peak_rss_mb")
-        )
+        notes = ", ".join(f"{k} {v:,}" if type(v) is int else f"{k} {v}" for k, v in row.items() if k not in measures)
         rss = f"{row['peak_rss_mb']:,.0f}" + (" (sample)" if name in est["scaled_seconds"] else "")
-        lines.append(f"| {name} | {seconds} | {rss} | {notes} |")
+        gpu = (f"{row['peak_gpu_mb']:,} | " if "peak_gpu_mb" in row else "- | ") if on_gpu else ""
+        lines.append(f"| {name} | {seconds} | {rss} | {gpu}{notes} |")
     full_size = ("ingest", "sequences", "statistics", "targets")
     rss = max(stages[name]["peak_rss_mb"] for name in full_size)
     ingest_sequences = stages["ingest"]["seconds"] + stages["sequences"]["seconds"]
@@ -295,6 +329,19 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _device_words(result: dict) -> str:
+    gpu = result["hardware"].get("gpu", "none")
+    if result.get("device", "cpu") == "cpu":
+        return "no GPU" if gpu == "none" else f"blocks on the CPU ({gpu} unused)"
+    return f"blocks trained, embedded and probed on {gpu} ({result['device']})"
+
+
+def _probed_words(result: dict) -> str:
+    if result.get("device", "cpu") == "cpu":
+        return "its default 1,500 sampled users, as on any CPU"
+    return "every profiled user (the embedding sample's relevant users), as on any GPU, and is scaled like the profiles"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1_000_000)
@@ -304,6 +351,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="regenerate the set even if bench/tmp/scale holds it")
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--work", type=Path, default=WORK, help="where the generated set and stage outputs live")
+    parser.add_argument("--device", default="cpu", help="where the blocks train, embed and probe: cpu, cuda or auto")
     parser.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
@@ -311,8 +359,18 @@ def main() -> None:
         print(json.dumps(STAGES[name](Path(work), *rest), default=str))
         return
     load_before = load_average()
-    result = run(args.work, args.users, args.activity, {"train": args.train_users, "embed": args.embed_users}, args.fresh)
-    result["hardware"] = {"cpu": cpu_model(), "cores": cores(), "load_before": load_before, "load_after": load_average()}
+    from ubp_pipeline.core.common.device import select_device
+
+    samples = {"train": args.train_users, "embed": args.embed_users}
+    device = select_device(args.device).type  # fails here, before generating, when the device is missing
+    result = run(args.work, args.users, args.activity, samples, args.fresh, device)
+    result["hardware"] = {
+        "cpu": cpu_model(),
+        "cores": cores(),
+        "gpu": gpu_model(),
+        "load_before": load_before,
+        "load_after": load_average(),
+    }
     result["estimate"] = estimate(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"scale{'_' + args.tag if args.tag else ''}"

@@ -13,6 +13,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def gpu_model() -> str:
+    """The CUDA device's name, or "none"; asks torch only where it is installed."""
+    try:
+        import torch
+    except ImportError:
+        return "none"
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+
+
 def cores() -> int:
     return len(os.sched_getaffinity(0))
 
