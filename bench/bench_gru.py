@@ -36,7 +36,6 @@ from ubp_pipeline.core.common.device import make_runtime
 from ubp_pipeline.core.profiles.embedders.batching import RaggedTokens, length_batches
 from ubp_pipeline.core.profiles.embedders.gru_autoencoder import (
     ReconstructionObjective,
-    most_frequent,
     ragged_tokens,
 )
 from ubp_pipeline.core.profiles.embedders.tokens import SequenceInput
@@ -90,7 +89,7 @@ def sample_tokens(users: int) -> tuple[RaggedTokens, int]:
     n = len(data.sequences)
     rows = np.sort(np.random.default_rng(SEED).choice(n, size=min(users, n), replace=False))
     sample = SequenceInput(data.sequences.select(rows), data.as_of_day, data.lookback_days, data.vocabularies)
-    space = most_frequent(data.token_space(), CONFIG.vocabulary_limit)
+    space = data.token_space().most_frequent(CONFIG.vocabulary_limit)
     return ragged_tokens(sample, space, CONFIG.fields), int(read_manifest(DEMO)["spec"]["max_events"])
 
 
@@ -104,7 +103,7 @@ def new_model(sizes: tuple[int, ...]) -> GRUAutoencoderNet:
 
 
 def vocabulary_sizes() -> tuple[int, ...]:
-    space = most_frequent(SequenceInput.load(DEMO).token_space(), CONFIG.vocabulary_limit)
+    space = SequenceInput.load(DEMO).token_space().most_frequent(CONFIG.vocabulary_limit)
     return tuple(space.size(f) for f in CONFIG.fields)
 
 
@@ -161,7 +160,7 @@ def inference_run(threads: int, device: str) -> dict:
     """Encode every demo user: length-sorted batches (the product path) vs batches padded to max_events."""
     runtime = make_runtime(device, seed=SEED, threads=threads)
     data = SequenceInput.load(DEMO)
-    tokens = ragged_tokens(data, most_frequent(data.token_space(), CONFIG.vocabulary_limit), CONFIG.fields)
+    tokens = ragged_tokens(data, data.token_space().most_frequent(CONFIG.vocabulary_limit), CONFIG.fields)
     max_length = int(read_manifest(DEMO)["spec"]["max_events"])
     model = new_model(vocabulary_sizes()).to(runtime.device).eval()
     size = CONFIG.inference_batch_size
