@@ -3,6 +3,9 @@ core function would otherwise break one unnoticed until someone needs its figure
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -27,3 +30,25 @@ def test_a_benchmark_script_loads_and_describes_its_options(script):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("usage:"), done.stdout[:500]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda script: script.name)
+def test_every_project_name_a_benchmark_imports_inside_its_functions_exists(script):
+    # stages import inside their functions (each runs in a fresh interpreter), which --help never reaches
+    imports = [
+        (node.module, alias.name)
+        for node in ast.walk(ast.parse(script.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ubp_pipeline")
+        for alias in node.names
+    ]
+    assert imports, f"{script.name} imports nothing from ubp_pipeline"
+    missing = [f"from {module} import {name}" for module, name in imports if not _resolves(module, name)]
+    assert not missing, missing
+
+
+def _resolves(module: str, name: str) -> bool:
+    """``from module import name`` would work: an attribute of the module, or a submodule of the package."""
+    imported = importlib.import_module(module)
+    if hasattr(imported, name):
+        return True
+    return hasattr(imported, "__path__") and importlib.util.find_spec(f"{module}.{name}") is not None
