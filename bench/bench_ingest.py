@@ -279,7 +279,7 @@ def _markdown(result: dict) -> str:
         f"Ingest + sequence building, medians over the runs of each size, on {hw['cpu']} ({hw['cores']} cores, no GPU).",
         "",
         "| source events | runs | ingest s | sequences s | end-to-end events/s | pandas s | pandas / DuckDB end to end "
-        "| peak RSS MB (ingest / sequences / pandas) |",
+        "| peak RSS MiB (ingest / sequences / pandas) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["sizes"]:
