@@ -238,3 +238,23 @@ def test_chained_edits_apply_in_order_and_must_share_a_layer():
     assert torch.allclose(chained[:, :-1], hidden[:, :-1])  # only the last position moves
     with pytest.raises(ValueError, match="one layer"):
         chain_edits([first, HiddenEdit(LAYER - 1, lambda h, i: h)])
+
+
+def test_a_label_can_be_steered_by_all_the_features_that_write_it_best():
+    split, model, sae, annotations = interpretable_planted_model()
+    left_users = np.arange(0, split.test.n_users, 2)
+    report = steering_report(
+        model, sae, LAYER, annotations, split.test, n_features=2, modes=("add", "writers"), users=left_users
+    ).set_index(["label", "mode"])
+    reliable = reliable_features(annotations)
+    labels = list(report.index.unique("label"))
+    writes = feature_writes(sae, reliable)
+    aurocs = output_aurocs(model, LAYER, writes, list(reliable["feature"]), labels, split.test, left_users, torch.device("cpu"))
+    for label in labels:
+        single, group = report.loc[(label, "add")], report.loc[(label, "writers")]
+        assert single["n_features"] == 1 and group["feature"] == single["feature"]  # the chosen feature leads the group
+        writers = set(aurocs.index[aurocs.idxmax(axis=1) == label]) | {single["feature"]}
+        assert group["n_features"] == len(writers)
+    right = report.loc[("category:right", "writers")]
+    assert right["n_features"] > 1  # a planted half is written by several features
+    assert right["reached_target"] and right["share_after"] >= 2 * right["share_before"] > 0

@@ -13,6 +13,11 @@ steered by the feature with the highest AUROC (``select_by="output"``; "annotati
 feature carrying the label). ``output_readability`` asks the same of every feature and hidden dimension: how many
 write a single attribute value.
 
+A broad label (Drama on MovieLens) is written by many features, each raising a cluster of its items, so one feature
+moves one cluster and pushes out the label's other items. The ``writers`` mode steers a label by all of them: every
+reliable feature whose best-written label it is (and the feature chosen for it), their writes averaged and added
+at the last position, in multiples of that mean write (1x = as strongly as they fire, on average).
+
 Next to them the report measures two references. ``label_bias`` adds the same bonus to the score of every item that
 carries the label: not an edit of the hidden state, but it tells a weak feature (steering costs far more than the
 bonus) from a demanding target (the bonus costs as much). ``concept_direction`` is one direction of SASRec's output
@@ -47,9 +52,11 @@ REFINE_STEPS = 4  # then halvings (geometric) of the gap below the first grid mu
 # the reference modes (module docstring); their strength is in units of the spread of a user's SASRec scores
 LABEL_BIAS, CONCEPT_DIRECTION = "label_bias", "concept_direction"
 REFERENCES = (LABEL_BIAS, CONCEPT_DIRECTION)
+WRITERS = "writers"  # the label's writing features together (module docstring)
 SelectBy = Literal["output", "annotation"]
 STEERING_COLUMNS = [
-    "feature", "label", "monosemanticity", "output_auroc", "mode", "strength_multiple", "strength", "share_before",
+    "feature", "n_features", "label", "monosemanticity", "output_auroc", "mode", "strength_multiple", "strength",
+    "share_before",
     "share_after", "reached_target", "ndcg@10_before", "ndcg@10_after", "share_ratio", "ndcg_cost", "relative_ndcg_cost",
 ]  # fmt: skip
 
@@ -119,14 +126,21 @@ def steering_report(
         aurocs[label].idxmax() if select_by == "output" else reliable[reliable["label"] == label]["feature"].iloc[0]
         for label in labels
     ]
+    best_written = aurocs.idxmax(axis=1)  # per feature, the label its effect separates best
+    write_of = dict(zip(reliable["feature"], writes, strict=True))
     rows = []
     for (label, feature_index), mode in itertools.product(zip(labels, chosen, strict=True), modes):
         feature = by_feature.loc[feature_index]
         has_value = sequences.has_value(label)
         share_before = has_value[top_before].mean()
         target = min(target_ratio * max(share_before, 0.1), 1.0)  # 0.1: one item in ten
-        unit = score_spread if mode in REFERENCES else float(feature.max_activation)
-        direction = concept_direction(model, has_value) if mode == CONCEPT_DIRECTION else None
+        group = sorted({feature_index, *best_written.index[best_written == label]}) if mode == WRITERS else []
+        unit = score_spread if mode in REFERENCES else 1.0 if mode == WRITERS else float(feature.max_activation)
+        direction = None
+        if mode == CONCEPT_DIRECTION:
+            direction = concept_direction(model, has_value)
+        elif mode == WRITERS:
+            direction = torch.stack([write_of[member] for member in group]).mean(0)
         multiple, top, ndcg = _smallest_reaching(  # called at once: the closures see this iteration's values
             lambda multiple: measure(  # noqa: B023
                 _steered(model, sae, layer, feature_index, mode, multiple * unit, has_value, direction, device)  # noqa: B023
@@ -139,6 +153,7 @@ def steering_report(
         rows.append(
             {
                 "feature": int(feature_index),
+                "n_features": 0 if mode in REFERENCES else len(group) if mode == WRITERS else 1,
                 "label": label,
                 "monosemanticity": feature.monosemanticity,
                 "output_auroc": aurocs.loc[feature_index, label],
@@ -243,9 +258,12 @@ def _steered(
 ) -> Scorer:
     """SASRec steered along ``feature`` in ``mode`` at ``strength``; for ``label_bias``, SASRec with ``strength``
     added to the score of every item that ``carries`` the label; for ``concept_direction``, with ``strength`` times
-    ``direction`` (the label's ``concept_direction``) added to the output at the last position."""
+    ``direction`` (the label's ``concept_direction``) added to the output at the last position; for ``writers``,
+    with ``strength`` times ``direction`` (the mean write of the label's writers) added at ``layer``."""
     if mode == CONCEPT_DIRECTION:
         return sasrec_scorer(model, shift_edit(model.output_layer, strength * direction))
+    if mode == WRITERS:
+        return sasrec_scorer(model, shift_edit(layer, strength * direction))
     if mode == LABEL_BIAS:
         plain, bonus = sasrec_scorer(model), torch.as_tensor(carries, device=device)
         return lambda histories: plain(histories) + strength * bonus
