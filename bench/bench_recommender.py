@@ -264,8 +264,8 @@ def channel_against_main(runs: list[dict], draws: int = 10_000) -> dict:
 
 
 def writers_against_add(runs: list[dict], draws: int = 10_000) -> dict:
-    """Share of labels doubled within 10 % NDCG cost, pooled over seeds, the label's writers together minus its
-    chosen feature alone (add), with a 95 % bootstrap interval that resamples the seeds and, within each, the labels,
+    """Share of labels doubled within 10 % NDCG cost, pooled over seeds, the features assigned to each label together
+    (writers) minus its chosen feature alone (add), with a 95 % bootstrap interval that resamples the seeds and, within each, the labels,
     the same draw for both modes (they steer the same labels); and each mode's median relative NDCG cost."""
     reports = [pd.DataFrame(run["steering"]) for run in runs]
     by_mode = {
@@ -355,8 +355,8 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict, st
         tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
     hw, seeds = report["hardware"], report["repeats"]
     steering = pd.DataFrame(first["steering"])[
-        ["feature", "label", "output_auroc", "mode", "strength_multiple", "share_before", "share_after", "reached_target",
-         "ndcg@10_before", "ndcg@10_after", "relative_ndcg_cost"]
+        ["feature", "n_features", "label", "output_auroc", "mode", "strength_multiple", "share_before", "share_after",
+         "reached_target", "ndcg@10_before", "ndcg@10_after", "relative_ndcg_cost"]
     ]  # fmt: skip
     channel_steering = pd.DataFrame(first["channel"]["steering"])[steering.columns]
     channel_ev = [run["channel"]["explained_variance"] for run in report["runs"]]
@@ -416,8 +416,9 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict, st
         f"{', '.join(f'{m:g}' for m in STRENGTH_GRID)}, then {REFINE_STEPS} geometric bisections towards the grid "
         "multiple below) that doubles the label's share of the top-10 (at least 2 items in 10, at most all 10), added "
         "along the decoder direction or clamped, at the last position; NDCG@10 on all 943 users' test items. "
-        "Mode writers steers the label by every feature whose best-written label it is (and the chosen one), their "
-        "writes at their largest activations averaged and added at the last position, in multiples of that mean. "
+        "Mode writers steers the label by the features assigned to it (each reliable feature to the steered label "
+        "its effect separates best, plus the chosen one; n_features of them), their writes at their largest "
+        "activations averaged and added at the last position, in multiples of that mean write. "
         "Two references: label_bias, the same search for a bonus added to the SASRec score of every item of the "
         "label (unit: the median over users of the deviation of their scores), not a hidden-state edit; "
         "concept_direction, the direction of SASRec's output whose effect on the scores best fits that bonus (least "

@@ -120,7 +120,10 @@ def _print_recommender(settings: Settings) -> None:
     if steering.empty:
         print("  steering: no feature fired often enough to steer by")
         return
-    by_feature = steering[~steering["mode"].isin(REFERENCES)]
+    by_feature = steering[steering["mode"].isin(["add", "clamp"])]  # what `ubp recommend --steer` does: one feature
+    if by_feature.empty:
+        print(f"  steering: modes {sorted(steering['mode'].unique())} only (add or clamp steer by one feature)")
+        return
     best = by_feature.loc[(by_feature["share_after"] - by_feature["share_before"]).idxmax()]
     example = steering[steering["label"] == best["label"]]  # its feature's modes, then the references
     moves = ", ".join(

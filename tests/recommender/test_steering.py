@@ -16,7 +16,7 @@ from ubp_pipeline.core.recommender.annotation import (
     annotate_sae_features,
     reliable_features,
 )
-from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit, Steering, chain_edits, steering_edit
+from ubp_pipeline.core.recommender.hidden_edits import HiddenEdit, Steering, chain_edits, shift_edit, steering_edit
 from ubp_pipeline.core.recommender.ranking import recommend_top_k, sasrec_scorer
 from ubp_pipeline.core.recommender.serving import recommend
 from ubp_pipeline.core.recommender.steering import (
@@ -240,7 +240,7 @@ def test_chained_edits_apply_in_order_and_must_share_a_layer():
         chain_edits([first, HiddenEdit(LAYER - 1, lambda h, i: h)])
 
 
-def test_a_label_can_be_steered_by_all_the_features_that_write_it_best():
+def test_a_label_can_be_steered_by_all_the_features_assigned_to_it():
     split, model, sae, annotations = interpretable_planted_model()
     left_users = np.arange(0, split.test.n_users, 2)
     report = steering_report(
@@ -258,3 +258,9 @@ def test_a_label_can_be_steered_by_all_the_features_that_write_it_best():
     right = report.loc[("category:right", "writers")]
     assert right["n_features"] > 1  # a planted half is written by several features
     assert right["reached_target"] and right["share_after"] >= 2 * right["share_before"] > 0
+    # the edit is the group's mean write at the reported strength, not the chosen feature's alone
+    group = set(aurocs.index[aurocs.idxmax(axis=1) == "category:right"]) | {right["feature"]}
+    mean_write = writes[[feature in group for feature in reliable["feature"]]].mean(0)
+    edit = shift_edit(LAYER, right["strength"] * mean_write)
+    top = recommend_top_k(sasrec_scorer(model, edit), split.test.drop_last(1), left_users, k=10)
+    assert split.test.has_value("category:right")[top].mean() == pytest.approx(right["share_after"])

@@ -36,9 +36,10 @@ class AnnotationConfig(dg.Config):
 class SteeringConfig(dg.Config):
     n_features: int | None = 20  # the most monosemantic reliable feature of each of this many labels (None = all)
     strength_grid: list[float] | None = None  # multiples of a feature's max activation tried in turn; None: 0.25..32
-    # add along the decoder direction, clamp (set) the activation; writers: every feature that writes the label best,
-    # together (opt-in: on MovieLens-100k within noise of add, bench/README.md); the references: label_bias, a bonus
-    # to the label's items, and concept_direction, the single direction of the output that best fits that bonus
+    # add along the decoder direction, clamp (set) the activation; writers: the features assigned to the label (each
+    # to the label it writes best), together (opt-in: on MovieLens-100k within noise of add, bench/README.md); the
+    # references: label_bias, a bonus to the label's items, and concept_direction, the single direction of the output
+    # that best fits that bonus
     modes: list[str] = ["add", "clamp", "label_bias", "concept_direction"]
     max_users: int = 2_000  # users sampled for the top-10 shares and the NDCG@10
     # steer a label by the feature that writes it (its effect on the scores) or by its annotation (what it reads)

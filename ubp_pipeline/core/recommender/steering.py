@@ -13,10 +13,10 @@ steered by the feature with the highest AUROC (``select_by="output"``; "annotati
 feature carrying the label). ``output_readability`` asks the same of every feature and hidden dimension: how many
 write a single attribute value.
 
-A broad label (Drama on MovieLens) is written by many features, each raising a cluster of its items, so one feature
-moves one cluster and pushes out the label's other items. The ``writers`` mode steers a label by all of them: every
-reliable feature whose best-written label it is (and the feature chosen for it), their writes averaged and added
-at the last position, in multiples of that mean write (1x = as strongly as they fire, on average).
+One feature may raise only a cluster of a label's items and push out the rest. The ``writers`` mode steers a label
+by every feature assigned to it instead: each reliable feature goes to the steered label its effect separates best
+(however weakly), and the feature chosen for a label joins it too; their writes are averaged and added at the last
+position, in multiples of that mean write (1x = the mean write, shorter than any one write when they differ).
 
 Next to them the report measures two references. ``label_bias`` adds the same bonus to the score of every item that
 carries the label: not an edit of the hidden state, but it tells a weak feature (steering costs far more than the
@@ -52,7 +52,7 @@ REFINE_STEPS = 4  # then halvings (geometric) of the gap below the first grid mu
 # the reference modes (module docstring); their strength is in units of the spread of a user's SASRec scores
 LABEL_BIAS, CONCEPT_DIRECTION = "label_bias", "concept_direction"
 REFERENCES = (LABEL_BIAS, CONCEPT_DIRECTION)
-WRITERS = "writers"  # the label's writing features together (module docstring)
+WRITERS = "writers"  # the features assigned to the label, together (module docstring)
 SelectBy = Literal["output", "annotation"]
 STEERING_COLUMNS = [
     "feature", "n_features", "label", "monosemanticity", "output_auroc", "mode", "strength_multiple", "strength",
@@ -126,7 +126,7 @@ def steering_report(
         aurocs[label].idxmax() if select_by == "output" else reliable[reliable["label"] == label]["feature"].iloc[0]
         for label in labels
     ]
-    best_written = aurocs.idxmax(axis=1)  # per feature, the label its effect separates best
+    best_written = aurocs.idxmax(axis=1)  # per feature, the steered label its effect separates best: its group
     write_of = dict(zip(reliable["feature"], writes, strict=True))
     rows = []
     for (label, feature_index), mode in itertools.product(zip(labels, chosen, strict=True), modes):
@@ -259,7 +259,7 @@ def _steered(
     """SASRec steered along ``feature`` in ``mode`` at ``strength``; for ``label_bias``, SASRec with ``strength``
     added to the score of every item that ``carries`` the label; for ``concept_direction``, with ``strength`` times
     ``direction`` (the label's ``concept_direction``) added to the output at the last position; for ``writers``,
-    with ``strength`` times ``direction`` (the mean write of the label's writers) added at ``layer``."""
+    with ``strength`` times ``direction`` (the mean write of the label's group) added at ``layer``."""
     if mode == CONCEPT_DIRECTION:
         return sasrec_scorer(model, shift_edit(model.output_layer, strength * direction))
     if mode == WRITERS:
