@@ -56,8 +56,8 @@ WRITERS = "writers"  # the features assigned to the label, together (module docs
 SelectBy = Literal["output", "annotation"]
 STEERING_COLUMNS = [
     "feature", "n_features", "label", "monosemanticity", "output_auroc", "mode", "strength_multiple", "strength",
-    "share_before",
-    "share_after", "reached_target", "ndcg@10_before", "ndcg@10_after", "share_ratio", "ndcg_cost", "relative_ndcg_cost",
+    "share_before", "share_after", "reached_target", "ndcg@10_before", "ndcg@10_after", "share_ratio", "ndcg_cost",
+    "relative_ndcg_cost",
 ]  # fmt: skip
 
 
