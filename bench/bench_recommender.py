@@ -235,9 +235,37 @@ def attribute_channel(
     }
 
 
-def channel_against_main(runs: list[dict], draws: int = 10_000) -> dict:
-    """Share of labels doubled within 10 % NDCG cost (add mode), pooled over seeds, attribute-channel SAE minus main
-    SAE, with a 95 % bootstrap interval that resamples the seeds and, within each, the labels of each SAE."""
+def pooled_difference(sides: dict[str, list[np.ndarray]], paired: bool, draws: int = 10_000) -> dict:
+    """``sides``: two names, each with which labels it doubled within 10 % NDCG cost, per seed. The shares pooled over
+    seeds, the first minus the second, with a 95 % bootstrap interval that resamples the seeds and, within each, the
+    labels: one draw for both when ``paired`` (they steer the same labels in the same order), else one per side."""
+    (first, hits_first), (second, _) = sides.items()
+    rng = np.random.default_rng(0)
+    differences = []
+    for _ in range(draws):
+        seeds = rng.integers(0, len(hits_first), len(hits_first))
+        if paired:
+            picks = [(i, rng.integers(0, len(hits_first[i]), len(hits_first[i]))) for i in seeds]
+            pooled = [np.concatenate([hits[i][rows] for i, rows in picks]).mean() for hits in sides.values()]
+        else:
+            pooled = [
+                np.concatenate([rng.choice(hits[i], len(hits[i])) for i in seeds]).mean() for hits in sides.values()
+            ]
+        differences.append(pooled[0] - pooled[1])
+    low, high = interval(np.array(differences))
+    pooled = {name: float(np.concatenate(hits).mean()) for name, hits in sides.items()}
+    return {
+        **{f"{name}_labels": [f"{int(seed.sum())}/{len(seed)}" for seed in hits] for name, hits in sides.items()},
+        **{f"{name}_pooled": share for name, share in pooled.items()},
+        "difference": pooled[first] - pooled[second],
+        "interval_95": [low, high],
+        "beyond_noise": beyond_noise(low, high),
+    }
+
+
+def channel_against_main(runs: list[dict]) -> dict:
+    """Labels doubled within 10 % NDCG cost (add mode), attribute-channel SAE minus main SAE (``pooled_difference``,
+    unpaired: each SAE steers its own features' labels)."""
 
     def successes(rows: list[dict]) -> np.ndarray:
         report = pd.DataFrame(rows)
@@ -245,28 +273,13 @@ def channel_against_main(runs: list[dict], draws: int = 10_000) -> dict:
 
     main = [successes(run["steering"]) for run in runs]
     channel = [successes(run["channel"]["steering"]) for run in runs]
-    rng = np.random.default_rng(0)
-    differences = []
-    for _ in range(draws):
-        seeds = rng.integers(0, len(runs), len(runs))
-        pooled = [np.concatenate([rng.choice(side[i], len(side[i])) for i in seeds]).mean() for side in (channel, main)]
-        differences.append(pooled[0] - pooled[1])
-    low, high = interval(np.array(differences))
-    return {
-        "channel_labels": [f"{int(c.sum())}/{len(c)}" for c in channel],
-        "main_labels": [f"{int(m.sum())}/{len(m)}" for m in main],
-        "channel_pooled": float(np.concatenate(channel).mean()),
-        "main_pooled": float(np.concatenate(main).mean()),
-        "difference": float(np.concatenate(channel).mean() - np.concatenate(main).mean()),
-        "interval_95": [low, high],
-        "beyond_noise": beyond_noise(low, high),
-    }
+    return pooled_difference({"channel": channel, "main": main}, paired=False)
 
 
-def writers_against_add(runs: list[dict], draws: int = 10_000) -> dict:
-    """Share of labels doubled within 10 % NDCG cost, pooled over seeds, the features assigned to each label together
-    (writers) minus its chosen feature alone (add), with a 95 % bootstrap interval that resamples the seeds and, within each, the labels,
-    the same draw for both modes (they steer the same labels); and each mode's median relative NDCG cost."""
+def writers_against_add(runs: list[dict]) -> dict:
+    """Labels doubled within 10 % NDCG cost, the features assigned to each label together (writers) minus its chosen
+    feature alone (add) (``pooled_difference``, paired: the same labels), and each mode's median relative NDCG cost
+    over all seeds' labels."""
     reports = [pd.DataFrame(run["steering"]) for run in runs]
     by_mode = {
         mode: [report[report["mode"] == mode].set_index("label") for report in reports] for mode in (WRITERS, "add")
@@ -276,26 +289,11 @@ def writers_against_add(runs: list[dict], draws: int = 10_000) -> dict:
         mode: [reached_within_cost(rows.loc[index]).to_numpy() for rows, index in zip(frames, labels, strict=True)]
         for mode, frames in by_mode.items()
     }
-    rng = np.random.default_rng(0)
-    differences = []
-    for _ in range(draws):
-        picks = [(i, rng.integers(0, len(labels[i]), len(labels[i]))) for i in rng.integers(0, len(runs), len(runs))]
-        pooled = {mode: np.concatenate([hits[i][rows] for i, rows in picks]).mean() for mode, hits in reached.items()}
-        differences.append(pooled[WRITERS] - pooled["add"])
-    low, high = interval(np.array(differences))
-    pooled = {mode: float(np.concatenate(hits).mean()) for mode, hits in reached.items()}
-    costs = {mode: float(pd.concat(frames)["relative_ndcg_cost"].median()) for mode, frames in by_mode.items()}
-    return {
-        "writers_labels": [f"{int(hits.sum())}/{len(hits)}" for hits in reached[WRITERS]],
-        "add_labels": [f"{int(hits.sum())}/{len(hits)}" for hits in reached["add"]],
-        "writers_pooled": pooled[WRITERS],
-        "add_pooled": pooled["add"],
-        "difference": pooled[WRITERS] - pooled["add"],
-        "interval_95": [low, high],
-        "beyond_noise": beyond_noise(low, high),
-        "writers_median_cost": costs[WRITERS],
-        "add_median_cost": costs["add"],
+    costs = {
+        f"{mode}_median_cost": float(pd.concat(frames)["relative_ndcg_cost"].median())
+        for mode, frames in by_mode.items()
     }
+    return pooled_difference(reached, paired=True) | costs
 
 
 def tidy_summary(report: pd.DataFrame, selection: str) -> list[dict]:
