@@ -276,7 +276,10 @@ def estimate(result: dict) -> dict:
     """Seconds of the profile half of the main job at full size: training, embedding and profiles scaled linearly
     from their samples to every user (profiles: every relevant user; on a GPU the backtest's probing too, which sees
     every profiled user there); sequences, statistics, training, embedding and profiles twice (models and profiles
-    for D and for the newest day, both taken to cost what D's do)."""
+    for D and for the newest day, both taken to cost what D's do). The job trains the default blocks; the opt-in
+    ones (UBP_OPT_IN_BLOCKS) are measured too and their cost, also twice, is given apart."""
+    from ubp_pipeline.core.profiles.registry import default_blocks
+
     stages = result["stages"]
     scales = {name: stages["sequences"]["users"] / stages[f"sample {name}"]["users"] for name in ("train", "embed")}
     scales["profiles"] = stages["profiles"]["relevant_users"] / stages["profiles"]["users"]
@@ -288,11 +291,20 @@ def estimate(result: dict) -> dict:
     if result.get("device", "cpu") != "cpu":  # the probe's cost grows with the users; the baselines' SQL does not
         probing = stages["backtest"]["probe_seconds"]
         scaled["backtest"] = stages["backtest"]["seconds"] - probing + probing * scales["profiles"]
+    opt_in = {
+        stage for stage in scaled if stage.startswith(("train ", "embed ")) and stage.split()[1] not in default_blocks()
+    }
     twice = stages["sequences"]["seconds"] + stages["statistics"]["seconds"]
-    twice += sum(seconds for stage, seconds in scaled.items() if stage != "backtest")
+    twice += sum(seconds for stage, seconds in scaled.items() if stage != "backtest" and stage not in opt_in)
     backtest = scaled.get("backtest", stages["backtest"]["seconds"])
     total = stages["ingest"]["seconds"] + 2 * twice + stages["targets"]["seconds"] + backtest
-    return {"scales": scales, "scaled_seconds": scaled, "main_job_seconds": total}
+    return {
+        "scales": scales,
+        "scaled_seconds": scaled,
+        "main_job_seconds": total,
+        "opt_in_blocks": sorted({stage.split()[1] for stage in opt_in}),
+        "opt_in_blocks_seconds": 2 * sum(scaled[stage] for stage in opt_in),
+    }
 
 
 def markdown(result: dict) -> str:
@@ -335,7 +347,9 @@ def markdown(result: dict) -> str:
         f"Largest peak RSS of the stages run at full size ({', '.join(full_size)}): {rss:,.0f} MiB. "
         f"Estimate of the main job's profile half on this machine (ingest once; sequences, statistics, training, "
         f"embedding and profiles for two days, the newest taken to cost what D does; targets and the backtest once; "
-        f"the recommender not included): {est['main_job_seconds'] / 3600:,.1f} h.",
+        f"the default blocks; the recommender not included): {est['main_job_seconds'] / 3600:,.1f} h. "
+        f"The opt-in blocks ({', '.join(est['opt_in_blocks'])}) would add {est['opt_in_blocks_seconds'] / 3600:,.1f} h "
+        "(training and embedding, for two days).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -366,11 +380,19 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--work", type=Path, default=WORK, help="where the generated set and stage outputs live")
     parser.add_argument("--device", default="cpu", help="where the blocks train, embed and probe: cpu, cuda or auto")
+    parser.add_argument(
+        "--render", action="store_true", help="only recompute the estimate and rewrite the .md from the tag's .json"
+    )
     parser.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
         name, work, *rest = args.stage
         print(json.dumps(STAGES[name](Path(work), *rest), default=str))
+        return
+    stem = RESULTS / f"scale{'_' + args.tag if args.tag else ''}"
+    if args.render:
+        result = json.loads(stem.with_suffix(".json").read_text())
+        _write(stem, result | {"estimate": estimate(result)})
         return
     load_before = load_average()
     from ubp_pipeline.core.common.device import select_device
@@ -386,8 +408,11 @@ def main() -> None:
         "load_after": load_average(),
     }
     result["estimate"] = estimate(result)
+    _write(stem, result)
+
+
+def _write(stem: Path, result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"scale{'_' + args.tag if args.tag else ''}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
