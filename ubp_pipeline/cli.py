@@ -3,13 +3,14 @@
 import argparse
 import fcntl
 import os
+import shutil
 import socket
 import sys
 import time
 from datetime import date, datetime
 from pathlib import Path
 
-from ubp_pipeline.settings import DEMO_DAYS, DEMO_FIRST_DAY, Settings
+from ubp_pipeline.settings import DEMO_DAYS, DEMO_FIRST_DAY, DEMO_SOURCE, Settings, is_demo_source
 
 DEMO_USERS = 20_000
 UI_HOST = "127.0.0.1"
@@ -58,6 +59,23 @@ def _use_source(source: Path) -> None:
         )
 
 
+def _choose_dagster_home() -> Path:
+    """DAGSTER_HOME, by default the project's dagster_home/, which is the demo's. A real source gets an instance of
+    its own beside its data (<UBP_HOME>/dagster_home, with the project's dagster.yaml) instead of the project's, so
+    that the UI and the newest-partition defaults never mix its runs with the demo's on the same calendar days; a
+    DAGSTER_HOME elsewhere (a deployment's) is kept."""
+    project_home = Path("dagster_home").resolve()
+    home = Path(os.environ.get("DAGSTER_HOME") or project_home)
+    settings = Settings.from_env()
+    if home.resolve() == project_home and not settings.is_demo:
+        home = settings.home / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        if (project_home / "dagster.yaml").exists() and not (home / "dagster.yaml").exists():
+            shutil.copyfile(project_home / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
 def _ensure_dagster_home() -> None:
     """Create the Dagster home and its instance storage once, under a lock: `ubp` commands started together on a
     fresh home would otherwise race to create the same SQLite tables (and, on PostgreSQL, the warehouse pool's
@@ -66,7 +84,7 @@ def _ensure_dagster_home() -> None:
 
     from ubp_pipeline.runner import ensure_pools
 
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path("dagster_home").resolve())))
+    home = _choose_dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     with open(home / INIT_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -128,9 +146,9 @@ def _run_main_job() -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    settings = Settings.from_env()
-    if not settings.is_demo:
+    if not is_demo_source(os.environ.get("UBP_SOURCE_DIR", DEMO_SOURCE)):
         sys.exit("ubp demo runs on the built-in demo data: unset UBP_SOURCE_DIR (use `ubp run --source DIR` for yours)")
+    settings = Settings.from_env()
     if args.regenerate or not (settings.source_dir / "product_buy.parquet").exists():
         from ubp_pipeline.data.synthetic import SyntheticConfig, generate
 
@@ -159,8 +177,6 @@ def _ui(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     """Copy a profile day into a folder in the challenge's submission layout and validate it."""
-    import shutil
-
     from ubp_pipeline.assets.profiles import UNIVERSAL_PROFILES
     from ubp_pipeline.core.common.atomic import atomic_path
     from ubp_pipeline.core.profiles.assembly import CLIENT_IDS_FILE, EMBEDDINGS_FILE, validate_profiles

@@ -19,6 +19,7 @@ from ubp_pipeline.core.profiles.registry import active_blocks
 DEMO_FIRST_DAY = date(2022, 6, 23)  # the challenge data starts on this day; the demo keeps the same calendar
 DEMO_DAYS = 120
 DEMO_HOME = Path("data") / "demo"
+DEMO_SOURCE = DEMO_HOME / "source"
 DEFAULT_LOOKBACK_DAYS = 180
 LIVE = "live"
 
@@ -59,14 +60,20 @@ class Settings:
 
     @property
     def is_demo(self) -> bool:
-        return self.source_dir == (DEMO_HOME / "source").resolve()
+        return is_demo_source(self.source_dir)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        source = Path(env.get("UBP_SOURCE_DIR", DEMO_HOME / "source")).resolve()
+        source = Path(env.get("UBP_SOURCE_DIR", DEMO_SOURCE)).resolve()
         opted_in = tuple(name.strip() for name in env.get("UBP_OPT_IN_BLOCKS", "").split(",") if name.strip())
         active_blocks(opted_in)  # an unknown name fails here, when the code location loads, not in the middle of a run
-        default_home = DEMO_HOME if source == (DEMO_HOME / "source").resolve() else Path("data") / source.name
+        if not is_demo_source(source) and not {"UBP_FIRST_DAY", "UBP_LAST_DAY"} <= set(env):
+            raise ValueError(
+                f"UBP_SOURCE_DIR is {source} but UBP_FIRST_DAY and UBP_LAST_DAY are not both set, so its partitions "
+                "would be the demo's days: set them (UBP_LAST_DAY=live for a source fed every night), or use "
+                "`ubp run --source` / `ubp ui --source`, which detect them from the source"
+            )
+        default_home = DEMO_HOME if is_demo_source(source) else Path("data") / source.name
         first_day = date.fromisoformat(env.get("UBP_FIRST_DAY", DEMO_FIRST_DAY.isoformat()))
         last_day = env.get("UBP_LAST_DAY", (first_day + timedelta(days=DEMO_DAYS - 1)).isoformat())
         settings = cls(
@@ -84,3 +91,7 @@ class Settings:
         if settings.last_day < settings.first_day:
             raise ValueError(f"UBP_LAST_DAY {settings.last_day} is before UBP_FIRST_DAY {settings.first_day}")
         return settings
+
+
+def is_demo_source(source: str | Path) -> bool:
+    return Path(source).resolve() == DEMO_SOURCE.resolve()

@@ -1,6 +1,8 @@
 """What the main job printed at the end: counts, sequence statistics and where every result lives."""
 
 import json
+import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -25,6 +27,13 @@ def _relative(path) -> str:
         return str(path.relative_to(path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _ubp(settings: Settings, command: str) -> str:
+    """A `ubp` command line that reaches this run's data again: this environment's `ubp`, with the source unless it
+    is the demo's."""
+    ubp = _relative(Path(sys.executable).parent / "ubp")
+    return f"{ubp} {command}" + ("" if settings.is_demo else f" --source {settings.source_dir}")
 
 
 def print_summary(settings: Settings, runs: PipelineRuns, seconds: float) -> None:
@@ -57,9 +66,11 @@ def print_summary(settings: Settings, runs: PipelineRuns, seconds: float) -> Non
         for name, reason in manifest.get("excluded_blocks", {}).items():
             print(f"    left out: {name}: {reason}")
     print(f"  models: {_relative(settings.artifact_dir)}/<block>_model/<training cutoff>/")
+    print(f"  for the challenge's evaluator: {_ubp(settings, 'export --day <day>')}")
     _print_evaluation(settings)
     _print_recommender(settings)
-    print("Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the assets, partitions, lineage and runs.")
+    make_ui = "make ui" + ("" if settings.is_demo else f" SOURCE={settings.source_dir}")
+    print(f"Open the Dagster UI with `{make_ui}` (http://127.0.0.1:3000): assets, partitions, lineage and runs.")
 
 
 def _print_evaluation(settings: Settings) -> None:
@@ -135,4 +146,5 @@ def _print_recommender(settings: Settings) -> None:
         f"{by_feature['label'].nunique()} steered labels; {' and '.join(REFERENCES)} are references): its top-10 "
         f"share {best['share_before']:.2f} -> {moves}"
     )
-    print(f"  try it: ubp recommend --client <client_id> --steer {best['label']}=4")
+    steer = f"recommend --client <client_id> --steer {best['label']}=4"
+    print(f"  try it: {_ubp(settings, steer)}")

@@ -6,6 +6,7 @@ import importlib
 from datetime import date
 
 import dagster as dg
+import pytest
 
 from ubp_pipeline.settings import Settings
 
@@ -37,3 +38,9 @@ def test_settings_follow_the_environment(tmp_path):
     assert settings.warehouse_path.parent == settings.home
     live = Settings.from_env({"UBP_LAST_DAY": "live"})
     assert live.is_live and live.last_day > date(2026, 1, 1)
+
+
+def test_a_real_source_without_its_days_is_refused(tmp_path):
+    """Its partitions would silently be the demo's 120 days (a deployment that set only UBP_SOURCE_DIR)."""
+    with pytest.raises(ValueError, match="UBP_FIRST_DAY and UBP_LAST_DAY are not both set"):
+        Settings.from_env({"UBP_SOURCE_DIR": str(tmp_path / "ubc_data"), "UBP_LAST_DAY": "live"})
