@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hardware import describe, load_average, peak_rss_mib
+from reports import write_keeping
 
 from ubp_pipeline.core.common.atomic import atomic_path
 from ubp_pipeline.core.common.device import make_runtime
@@ -53,6 +54,7 @@ from ubp_pipeline.models.gru_autoencoder import GRUAutoencoderNet, GRUAutoencode
 
 DEMO = Path("data/demo/artifacts/user_sequences/2022-09-22")
 RESULTS = Path(__file__).parent / "results"
+GPU_SECTION = "## The sequence blocks at the method's size on one GPU"  # a section of gru.md measured elsewhere
 CONFIG = BLOCKS["gru_week_all"].build().config  # the CPU (demo) configuration of the multi-field GRU
 SEQUENCE_BLOCKS = [name for name, spec in BLOCKS.items() if spec.predicts_fields]
 SEED = 0
@@ -314,8 +316,7 @@ def write_reports(report: dict) -> None:
         fields = [k.removeprefix("valid_accuracy_") for k in last if k.startswith("valid_accuracy_")]
         accuracies = [f"{f} {last[f'valid_accuracy_{f}']:.3f} ({last[f'majority_accuracy_{f}']:.3f})" for f in fields]
         lines.append(f"- {row['embedder']}: " + ", ".join(accuracies))
-    with atomic_path(RESULTS / "gru.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_keeping(RESULTS / "gru.md", "\n".join(lines) + "\n", GPU_SECTION)
 
 
 def in_child(function, *args):

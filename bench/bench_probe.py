@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from hardware import cpu_model
+from reports import write_keeping
 
 from ubp_pipeline.core.common.atomic import atomic_path
 from ubp_pipeline.core.common.device import make_runtime
@@ -34,7 +35,7 @@ N_TARGETS = 100
 REFERENCE_USERS = 10_000
 RESULTS = Path(__file__).parent / "results"
 TIMED_USERS = {OFFICIAL_PROBE.label: 384, QUICK_PROBE.label: 2560}  # whole batches of 128; a few s per official run
-FINDINGS = "## Backtest against the official protocol"  # a hand-written section of probe.md that reruns keep
+FINDINGS = "## Backtest against the official protocol"  # a section of probe.md measured elsewhere, kept by reruns
 
 
 
@@ -106,10 +107,7 @@ def write_reports(report: dict) -> None:
             f"| {row['seconds_per_epoch_per_10k_users']} | {row['setup_seconds_per_task']} "
             f"| {row['seconds_per_task_per_10k_users_3_epochs']} | {row['hours_per_task_per_1m_users_3_epochs']} |"
         )
-    previous = (RESULTS / "probe.md").read_text() if (RESULTS / "probe.md").exists() else ""
-    kept = previous[previous.index(FINDINGS) :] if FINDINGS in previous else ""  # measured elsewhere, not by this script
-    with atomic_path(RESULTS / "probe.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n" + (f"\n{kept}" if kept else ""))
+    write_keeping(RESULTS / "probe.md", "\n".join(lines) + "\n", FINDINGS)
 
 
 def main() -> None:
