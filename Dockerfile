@@ -2,7 +2,7 @@
 # served by `dagster api grpc`. CPU torch by default; for GPU nodes build with
 #   --build-arg TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
 # The container needs UBP_FIRST_DAY and UBP_LAST_DAY (e.g. live) for its source: the code location refuses a real
-# source without its days (deploy/dagster.k8s.yaml passes them with the other settings).
+# source without its days (deploy/k8s-values.yaml gives them through the ubp-settings config map).
 FROM python:3.11-slim
 
 ARG TORCH_SPEC="torch==2.13.0"

@@ -1,6 +1,9 @@
 # Two commands on a fresh clone: `make demo` (the main job on synthetic data) and `make test` (the test suite).
-# Both create .venv and install torch (CPU wheel by default) before the project.
-# GPU machines: make demo TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
+# Both create .venv and install torch (pinned, from pip's configured index) before the project. The CPU-only wheel:
+# TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"; GPU machines: make demo TORCH_SPEC="torch==2.13.0"
+# TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128".
+# `ubp` chooses the Dagster instance: DAGSTER_HOME when set, else dagster_home/ here for the demo and
+# data/<source name>/dagster_home for a SOURCE.
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -9,7 +12,6 @@ TORCH_INDEX ?=
 PORT ?= 3000
 SOURCE ?=
 BIN := $(VENV)/bin
-export DAGSTER_HOME := $(CURDIR)/dagster_home
 
 .PHONY: setup browser postgres demo test test-all ui run bench clean
 

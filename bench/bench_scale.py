@@ -265,11 +265,12 @@ def run(work: Path, users: int, activity: float, samples: dict[str, int], fresh:
         if stages[f"train {block}"]["learned"]:  # as in the job, a model that learned nothing embeds nothing
             stages[f"embed {block}"] = run_stage(__file__, "embed", work, block, device)
         print(block, stages[f"train {block}"], stages.get(f"embed {block}"), flush=True)
-    learned = [b for b in default_blocks() if stages[f"train {b}"]["learned"]]
+    defaults = default_blocks()
+    learned = [b for b in defaults if stages[f"train {b}"]["learned"]]
     stages["profiles"] = run_stage(__file__, "profiles", work, *learned)
     stages["targets"] = run_stage(__file__, "targets", work)
     stages["backtest"] = run_stage(__file__, "backtest", work, device)
-    return {"users": users, "activity": activity, "device": device, "stages": stages}
+    return {"users": users, "activity": activity, "device": device, "default_blocks": defaults, "stages": stages}
 
 
 def estimate(result: dict) -> dict:
@@ -277,10 +278,11 @@ def estimate(result: dict) -> dict:
     from their samples to every user (profiles: every relevant user; on a GPU the backtest's probing too, which sees
     every profiled user there); sequences, statistics, training, embedding and profiles twice (models and profiles
     for D and for the newest day, both taken to cost what D's do). The job trains the default blocks; the opt-in
-    ones (UBP_OPT_IN_BLOCKS) are measured too and their cost, also twice, is given apart."""
+    ones (UBP_OPT_IN_BLOCKS) are measured too and their cost, also twice, is given apart. The default blocks are the
+    run's (today's registry for a result that predates recording them)."""
     from ubp_pipeline.core.profiles.registry import default_blocks
 
-    stages = result["stages"]
+    stages, defaults = result["stages"], result.get("default_blocks") or default_blocks()
     scales = {name: stages["sequences"]["users"] / stages[f"sample {name}"]["users"] for name in ("train", "embed")}
     scales["profiles"] = stages["profiles"]["relevant_users"] / stages["profiles"]["users"]
     scaled = {
@@ -292,7 +294,7 @@ def estimate(result: dict) -> dict:
         probing = stages["backtest"]["probe_seconds"]
         scaled["backtest"] = stages["backtest"]["seconds"] - probing + probing * scales["profiles"]
     opt_in = {
-        stage for stage in scaled if stage.startswith(("train ", "embed ")) and stage.split()[1] not in default_blocks()
+        stage for stage in scaled if stage.startswith(("train ", "embed ")) and stage.split()[1] not in defaults
     }
     twice = stages["sequences"]["seconds"] + stages["statistics"]["seconds"]
     twice += sum(seconds for stage, seconds in scaled.items() if stage != "backtest" and stage not in opt_in)
@@ -347,9 +349,13 @@ def markdown(result: dict) -> str:
         f"Largest peak RSS of the stages run at full size ({', '.join(full_size)}): {rss:,.0f} MiB. "
         f"Estimate of the main job's profile half on this machine (ingest once; sequences, statistics, training, "
         f"embedding and profiles for two days, the newest taken to cost what D does; targets and the backtest once; "
-        f"the default blocks; the recommender not included): {est['main_job_seconds'] / 3600:,.1f} h. "
-        f"The opt-in blocks ({', '.join(est['opt_in_blocks'])}) would add {est['opt_in_blocks_seconds'] / 3600:,.1f} h "
-        "(training and embedding, for two days).",
+        f"the default blocks; the recommender not included): {est['main_job_seconds'] / 3600:,.1f} h."
+        + (
+            f" The opt-in blocks ({', '.join(est['opt_in_blocks'])}) would add "
+            f"{est['opt_in_blocks_seconds'] / 3600:,.1f} h (training and embedding, for two days)."
+            if est["opt_in_blocks"]
+            else ""
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -381,7 +387,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK, help="where the generated set and stage outputs live")
     parser.add_argument("--device", default="cpu", help="where the blocks train, embed and probe: cpu, cuda or auto")
     parser.add_argument(
-        "--render", action="store_true", help="only recompute the estimate and rewrite the .md from the tag's .json"
+        "--render", action="store_true", help="only recompute the tag's estimate; rewrite its .json and .md"
     )
     parser.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -60,15 +60,16 @@ def _use_source(source: Path) -> None:
 
 
 def _choose_dagster_home() -> Path:
-    """DAGSTER_HOME, by default the project's dagster_home/, which is the demo's. A real source gets an instance of
-    its own beside its data (<UBP_HOME>/dagster_home, with the project's dagster.yaml) instead of the project's, so
-    that the UI and the newest-partition defaults never mix its runs with the demo's on the same calendar days; a
-    DAGSTER_HOME elsewhere (a deployment's) is kept."""
+    """DAGSTER_HOME when it is set (a deployment's, a test's); otherwise dagster_home/ in the working directory (the
+    project's, the demo's) for the demo, and for a real source an instance of its own beside its data
+    (<UBP_HOME>/dagster_home, started with the project's dagster.yaml), so that the UI and the newest-partition
+    defaults never mix its runs with the demo's on the same calendar days."""
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"])
     project_home = Path("dagster_home").resolve()
-    home = Path(os.environ.get("DAGSTER_HOME") or project_home)
     settings = Settings.from_env()
-    if home.resolve() == project_home and not settings.is_demo:
-        home = settings.home / "dagster_home"
+    home = project_home if settings.is_demo else settings.home / "dagster_home"
+    if home != project_home:
         home.mkdir(parents=True, exist_ok=True)
         if (project_home / "dagster.yaml").exists() and not (home / "dagster.yaml").exists():
             shutil.copyfile(project_home / "dagster.yaml", home / "dagster.yaml")

@@ -70,15 +70,14 @@ class Settings:
         if not is_demo_source(source) and not {"UBP_FIRST_DAY", "UBP_LAST_DAY"} <= set(env):
             raise ValueError(
                 f"UBP_SOURCE_DIR is {source} but UBP_FIRST_DAY and UBP_LAST_DAY are not both set, so its partitions "
-                "would be the demo's days: set them (UBP_LAST_DAY=live for a source fed every night), or use "
-                "`ubp run --source` / `ubp ui --source`, which detect them from the source"
+                "would be the demo's days: set them (UBP_LAST_DAY=live for a source fed every night), or give the "
+                "source as `--source` to `ubp run`, `ubp ui`, `ubp export` or `ubp recommend`, which detect them"
             )
-        default_home = DEMO_HOME if is_demo_source(source) else Path("data") / source.name
         first_day = date.fromisoformat(env.get("UBP_FIRST_DAY", DEMO_FIRST_DAY.isoformat()))
         last_day = env.get("UBP_LAST_DAY", (first_day + timedelta(days=DEMO_DAYS - 1)).isoformat())
         settings = cls(
             source_dir=source,
-            home=Path(env.get("UBP_HOME", default_home)).resolve(),
+            home=Path(env.get("UBP_HOME", default_home(source))).resolve(),
             first_day=first_day,
             fixed_last_day=None if last_day == LIVE else date.fromisoformat(last_day),
             lookback_days=int(env.get("UBP_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS)),
@@ -95,3 +94,8 @@ class Settings:
 
 def is_demo_source(source: str | Path) -> bool:
     return Path(source).resolve() == DEMO_SOURCE.resolve()
+
+
+def default_home(source: str | Path) -> Path:
+    """Where a source's warehouse and artifacts go unless UBP_HOME says otherwise: data/demo or data/<source name>."""
+    return DEMO_HOME if is_demo_source(source) else Path("data") / Path(source).name

@@ -3,6 +3,7 @@
 import json
 import sys
 from pathlib import Path
+from shlex import quote
 
 import pandas as pd
 
@@ -19,7 +20,7 @@ from ubp_pipeline.core.recommender.store import COMPARISON_FILE, STEERING_FILE, 
 from ubp_pipeline.core.sequences.user_sequences import read_manifest
 from ubp_pipeline.core.warehouse.database import connect_warehouse
 from ubp_pipeline.pipeline import BACKTEST_HORIZON_DAYS, PipelineRuns, as_of_days, backtest_day
-from ubp_pipeline.settings import Settings
+from ubp_pipeline.settings import Settings, default_home
 
 
 def _relative(path) -> str:
@@ -29,11 +30,18 @@ def _relative(path) -> str:
         return str(path)
 
 
+def _reach_again(settings: Settings, command: str, source_flag: str = "--source ") -> str:
+    """``command`` run on this run's source and home again: with the source (unless the demo's) and, where the home
+    is not the source's default, UBP_HOME before it."""
+    own_home = settings.home != default_home(settings.source_dir).resolve()
+    home = f"UBP_HOME={quote(str(settings.home))} " if own_home else ""
+    source = "" if settings.is_demo else f" {source_flag}{quote(str(settings.source_dir))}"
+    return f"{home}{command}{source}"
+
+
 def _ubp(settings: Settings, command: str) -> str:
-    """A `ubp` command line that reaches this run's data again: this environment's `ubp`, with the source unless it
-    is the demo's."""
-    ubp = _relative(Path(sys.executable).parent / "ubp")
-    return f"{ubp} {command}" + ("" if settings.is_demo else f" --source {settings.source_dir}")
+    """This environment's `ubp` with ``command``, on this run's data."""
+    return _reach_again(settings, f"{_relative(Path(sys.executable).parent / 'ubp')} {command}")
 
 
 def print_summary(settings: Settings, runs: PipelineRuns, seconds: float) -> None:
@@ -69,7 +77,7 @@ def print_summary(settings: Settings, runs: PipelineRuns, seconds: float) -> Non
     print(f"  for the challenge's evaluator: {_ubp(settings, 'export --day <day>')}")
     _print_evaluation(settings)
     _print_recommender(settings)
-    make_ui = "make ui" + ("" if settings.is_demo else f" SOURCE={settings.source_dir}")
+    make_ui = _reach_again(settings, "make ui", source_flag="SOURCE=")
     print(f"Open the Dagster UI with `{make_ui}` (http://127.0.0.1:3000): assets, partitions, lineage and runs.")
 
 

@@ -165,23 +165,27 @@ def test_the_dagster_home_is_initialised_once_under_a_lock(tmp_path, monkeypatch
 
 
 def test_a_real_source_gets_a_dagster_instance_of_its_own(tmp_path, monkeypatch):
-    """The project's dagster_home/ is the demo's; a real source's runs go beside its data (with the project's
-    instance settings), unless DAGSTER_HOME names another instance, a deployment's."""
+    """Without DAGSTER_HOME the demo's instance is dagster_home/ in the working directory (the project's), and a real
+    source's runs go beside its data (with the project's instance settings); a DAGSTER_HOME that is set is used."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dagster_home").mkdir()
     (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    for name in ("UBP_SOURCE_DIR", "UBP_HOME", "UBP_FIRST_DAY", "UBP_LAST_DAY", "DAGSTER_HOME"):
+    monkeypatch.setenv("DAGSTER_HOME", "")  # unset, and restored after the test
+    for name in ("UBP_SOURCE_DIR", "UBP_HOME", "UBP_FIRST_DAY", "UBP_LAST_DAY"):
         monkeypatch.delenv(name, raising=False)
     assert _choose_dagster_home() == tmp_path / "dagster_home"  # the demo
 
+    monkeypatch.setenv("DAGSTER_HOME", "")
     monkeypatch.setenv("UBP_SOURCE_DIR", str(tmp_path / "ubc_data"))  # with its days, as `ubp run --source` sets them
     monkeypatch.setenv("UBP_FIRST_DAY", "2022-07-01")
     monkeypatch.setenv("UBP_LAST_DAY", "2022-07-02")
     own = tmp_path / "data" / "ubc_data" / "dagster_home"
     assert _choose_dagster_home() == own and os.environ["DAGSTER_HOME"] == str(own)
     assert (own / "dagster.yaml").read_text() == (tmp_path / "dagster_home" / "dagster.yaml").read_text()
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))  # as the Makefile exports it
-    assert _choose_dagster_home() == own
+
+    monkeypatch.setenv("DAGSTER_HOME", "")
+    monkeypatch.setenv("UBP_HOME", str(tmp_path / "big_disk"))
+    assert _choose_dagster_home() == tmp_path / "big_disk" / "dagster_home"
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "team_instance"))
     assert _choose_dagster_home() == tmp_path / "team_instance"

@@ -74,7 +74,8 @@ def test_make_run_then_export_and_recommend_as_the_readme_says(tmp_path):
     suggested = re.search(
         r"try it: (\S+ recommend --client )<client_id>( --steer \S+ --source \S+)$", summary, re.MULTILINE
     )
-    command = f".venv/bin/ubp recommend --client {client} --source {source}"  # no feature fired often enough to steer
+    assert suggested or "steering: no feature fired often enough" in summary, summary[-3_000:]
+    command = f".venv/bin/ubp recommend --client {client} --source {source}"
     if suggested:
         command = f"{suggested.group(1)}{client}{suggested.group(2)}"
     recommended = _typed(command, clone)

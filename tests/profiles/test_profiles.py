@@ -115,7 +115,8 @@ def test_a_profile_uses_the_newest_selection_whose_evidence_ended_by_its_day(tmp
 def test_opt_in_blocks_are_trained_only_where_the_deployment_names_them(tmp_path):
     """An opt-in block costs training time and earned no default place, so it is in the graph only when
     UBP_OPT_IN_BLOCKS names it; pinned or selected, a block the deployment does not train is refused or ignored."""
-    env = {"UBP_SOURCE_DIR": str(tmp_path / "source"), "UBP_HOME": str(tmp_path / "home")}
+    days = {"UBP_FIRST_DAY": "2022-06-23", "UBP_LAST_DAY": "2022-07-13"}
+    env = {"UBP_SOURCE_DIR": str(tmp_path / "source"), "UBP_HOME": str(tmp_path / "home"), **days}
     assert Settings.from_env(env).blocks == default_blocks()
     assert Settings.from_env({**env, "UBP_OPT_IN_BLOCKS": "text_codes"}).blocks == [
         name for name in BLOCKS if name in default_blocks() or name == "text_codes"

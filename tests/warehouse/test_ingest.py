@@ -296,5 +296,6 @@ def test_the_warehouse_memory_is_capped_unless_a_limit_is_given(tmp_path):
     with connect_warehouse(tmp_path / "given.duckdb", memory_limit="1GiB") as con:
         assert _memory_limit_gib(con) == 1
     env = {"UBP_SOURCE_DIR": str(tmp_path / "source"), "UBP_HOME": str(tmp_path), "UBP_WAREHOUSE_MEMORY": "512MiB"}
+    env |= {"UBP_FIRST_DAY": "2022-06-23", "UBP_LAST_DAY": "2022-07-13"}
     with default_resources(Settings.from_env(env))["warehouse"].connect() as con:
         assert _memory_limit_gib(con) == 0.5
