@@ -125,8 +125,8 @@ def _print_recommender(settings: Settings) -> None:
     print(
         f"  sae_dictionary (layer {fit['layer']}, {fit['n_latents']} latents, k {fit['k']}): explained variance "
         f"{holdout['explained_variance']:.3f}, L0 {holdout['l0']:.1f}, dead {holdout['dead_fraction']:.1%} of latents "
-        f"on {holdout['tokens']:,.0f} held-out tokens; NDCG@10 spliced {fidelity['ndcg@10_sae']:.4f} "
-        f"(recovered vs mean ablation: {recovered})"
+        f"on {holdout['tokens']:,.0f} held-out tokens{_silent_by_chance(holdout)}; NDCG@10 spliced "
+        f"{fidelity['ndcg@10_sae']:.4f} (recovered vs mean ablation: {recovered})"
     )
     comparison = pd.read_parquet(artifacts / SAE_FEATURE_ANNOTATIONS / COMPARISON_FILE)
     sae, hidden = comparison.loc["sae"], comparison.loc["hidden"]
@@ -156,3 +156,13 @@ def _print_recommender(settings: Settings) -> None:
     )
     steer = f"recommend --client <client_id> --steer {best['label']}=4"
     print(f"  try it: {_ubp(settings, steer)}")
+
+
+def _silent_by_chance(holdout: dict) -> str:
+    """How many of the silent latents are only rare (a dictionary fitted before the yardsticks has neither)."""
+    if "dead_fraction_if_rare" not in holdout:
+        return ""
+    return (
+        f" ({holdout['dead_fraction_if_rare']:.1%} expected by chance at their training firing rates; "
+        f"{holdout['dead_on_training_tokens']:.1%} never fire on training tokens)"
+    )

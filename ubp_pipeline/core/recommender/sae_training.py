@@ -163,10 +163,27 @@ def train_channel_sae(
 
 
 @torch.no_grad()
-def evaluate_sae(sae: TopKSAE, states: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
+def firing_rates(sae: TopKSAE, states: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Per latent, the share of the tokens ``states`` on which it fires (is non-zero)."""
+    device = sae.pre_bias.device
+    counts = torch.zeros(sae.config.n_latents, device=device)
+    for batch in states.split(batch_size):
+        counts += (sae.encode(batch.to(device)) != 0).sum(0)
+    return counts.cpu() / max(len(states), 1)
+
+
+@torch.no_grad()
+def evaluate_sae(
+    sae: TopKSAE, states: torch.Tensor, training_states: torch.Tensor | None = None, batch_size: int = 4096
+) -> dict[str, float]:
     """explained_variance = 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over all given tokens (mean taken over
     them); l0 = mean number of non-zero latents per token; dead_fraction = share of latents that are zero on every
-    one of these tokens (the window is this token set, reported as ``tokens``)."""
+    one of these tokens (the window is this token set, reported as ``tokens``).
+
+    A rare latent is silent on a small token set without being dead, so with ``training_states`` two yardsticks
+    come along: dead_on_training_tokens, the share of latents that fire on none of the training tokens, and
+    dead_fraction_if_rare, the share expected to be silent on this many tokens if each fired at its rate on the
+    training tokens (mean over latents of (1 - rate)^tokens). dead_fraction near the latter means rare, not dead."""
     device = sae.pre_bias.device
     reconstructions, nonzero, fired = [], 0, torch.zeros(sae.config.n_latents, dtype=torch.bool, device=device)
     for batch in states.split(batch_size):
@@ -175,12 +192,17 @@ def evaluate_sae(sae: TopKSAE, states: torch.Tensor, batch_size: int = 4096) -> 
         nonzero += int((latents != 0).sum())
         fired |= (latents != 0).any(0)
     fvu = fraction_of_variance_unexplained(states, torch.cat(reconstructions)).item()
-    return {
+    measured = {
         "explained_variance": 1.0 - fvu,
         "l0": nonzero / len(states),
         "dead_fraction": 1.0 - fired.float().mean().item(),
         "tokens": float(len(states)),
     }
+    if training_states is not None:
+        rates = firing_rates(sae, training_states, batch_size).double()
+        measured["dead_on_training_tokens"] = (rates == 0).double().mean().item()
+        measured["dead_fraction_if_rare"] = (1.0 - rates).pow(len(states)).mean().item()
+    return measured
 
 
 def splice_fidelity(

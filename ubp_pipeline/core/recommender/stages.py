@@ -247,7 +247,7 @@ class DictionaryFit:
     layer: int
     n_latents: int
     k: int
-    holdout: dict[str, float]  # explained_variance, l0, dead_fraction, tokens
+    holdout: dict[str, float]  # explained_variance, l0, dead_fraction, tokens, and the yardsticks of evaluate_sae
     fidelity: dict[str, float]  # NDCG@10 / HR@10 original, sae, mean_ablated; ndcg_recovered (NaN when undefined)
     training_dead_fraction: float
     dead_window_tokens: int
@@ -284,7 +284,7 @@ def train_dictionary(
         layer=layer,
         n_latents=sae_config.n_latents,
         k=sae_config.k,
-        holdout=evaluate_sae(trained.sae, holdout.states),
+        holdout=evaluate_sae(trained.sae, holdout.states, training_states=train_states.states),
         fidelity=splice_fidelity(model, trained.sae, states, split.test, runtime.device),
         training_dead_fraction=trained.history.last()["dead"],
         dead_window_tokens=training.dead_window_tokens,
