@@ -21,6 +21,8 @@ from tests.factories import stop_process_group, write_source, write_table
 from tests.warehouse.test_bad_input import visits_at
 from ubp_pipeline.cli import INIT_LOCK, _choose_dagster_home, _ensure_dagster_home, main
 from ubp_pipeline.core.warehouse.database import connect_warehouse
+from ubp_pipeline.settings import Settings
+from ubp_pipeline.summary import _reach_again
 
 BIN = Path(sys.executable).parent  # the environment's bin folder, where the `ubp` console script lives
 
@@ -189,3 +191,15 @@ def test_a_real_source_gets_a_dagster_instance_of_its_own(tmp_path, monkeypatch)
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "team_instance"))
     assert _choose_dagster_home() == tmp_path / "team_instance"
+
+
+def test_the_summary_names_commands_that_reach_the_same_data_again(tmp_path):
+    """A source with a space in its path and a home of its own: the printed commands carry both, quoted."""
+    days = {"UBP_FIRST_DAY": "2022-07-01", "UBP_LAST_DAY": "2022-07-02"}
+    source = tmp_path / "ubc data"
+    settings = Settings.from_env({"UBP_SOURCE_DIR": str(source), "UBP_HOME": str(tmp_path / "disk"), **days})
+    assert _reach_again(settings, "ubp export --day D") == (
+        f"UBP_HOME={tmp_path / 'disk'} ubp export --day D --source '{source}'"
+    )
+    assert _reach_again(settings, "make ui", source_flag="SOURCE=").endswith(f"make ui SOURCE='{source}'")
+    assert _reach_again(Settings.from_env({}), "make ui", source_flag="SOURCE=") == "make ui"  # the demo
