@@ -384,8 +384,8 @@ def write_reports(report: dict, tables: dict[str, pd.DataFrame], first: dict, st
         "",
         "explained_variance = 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over held-out users' tokens; "
         "dead_fraction = latents that fire on none of them (where reported, beside the share that fire on no training "
-        "token, dead_on_training_tokens, and the share expected silent on that many tokens at their training firing "
-        "rates, dead_fraction_if_rare); ndcg_recovered = (NDCG_sae - NDCG_ablate) / "
+        "token, dead_on_training_tokens, and the share expected silent on that many independent tokens at their "
+        "training firing rates, silent_fraction_expected); ndcg_recovered = (NDCG_sae - NDCG_ablate) / "
         "(NDCG_orig - NDCG_ablate) with the layer mean-ablated at every position, NaN (undefined) when the ablation "
         "costs less than 5 % of NDCG@10.",
         "",

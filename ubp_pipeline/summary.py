@@ -160,9 +160,9 @@ def _print_recommender(settings: Settings) -> None:
 
 def _silent_by_chance(holdout: dict) -> str:
     """How many of the silent latents are only rare (a dictionary fitted before the yardsticks has neither)."""
-    if "dead_fraction_if_rare" not in holdout:
+    if "silent_fraction_expected" not in holdout:
         return ""
     return (
-        f" ({holdout['dead_fraction_if_rare']:.1%} expected by chance at their training firing rates; "
+        f" ({holdout['silent_fraction_expected']:.1%} expected silent there at their training firing rates; "
         f"{holdout['dead_on_training_tokens']:.1%} never fire on training tokens)"
     )

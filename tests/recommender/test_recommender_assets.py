@@ -168,7 +168,7 @@ def test_the_recommender_assets_materialize_with_their_metrics(recommender_run):
     assert sae["layer"] == 1 and sae["n_latents"] == 128 and sae["l0"] == pytest.approx(4.0)
     assert 0 < sae["explained_variance"] <= 1 and "mean(x)" in sae["explained_variance_formula"]
     assert 0 <= sae["dead_fraction"] <= 1 and f"{sae['holdout_tokens']:,}" in sae["dead_fraction_window"]
-    assert 0 <= sae["dead_on_training_tokens"] <= sae["dead_fraction_if_rare"] <= 1
+    assert 0 <= sae["dead_on_training_tokens"] <= sae["silent_fraction_expected"] <= 1
     assert {"ndcg@10_original", "ndcg@10_sae", "ndcg@10_mean_ablated", "ndcg_recovered"} <= set(sae)
     assert sae["ndcg@10_original"] == pytest.approx(model["test_ndcg@10"])
 

@@ -83,10 +83,12 @@ def sae_dictionary(
             "l0": fit.holdout["l0"],
             "dead_fraction": fit.holdout["dead_fraction"],
             "dead_fraction_window": f"latents that fire on none of the {fit.holdout['tokens']:,.0f} held-out tokens",
-            "dead_fraction_if_rare": fit.holdout["dead_fraction_if_rare"],
-            "dead_fraction_if_rare_formula": "mean over latents of (1 - its firing rate on the training tokens) ^ "
-            "held-out tokens: the share expected silent on the held-out tokens by chance",
+            "silent_fraction_expected": fit.holdout["silent_fraction_expected"],
+            "silent_fraction_expected_formula": "mean over latents of (1 - its firing rate on the training tokens) ^ "
+            "held-out tokens: the share silent on the held-out tokens if they were independent draws at those rates "
+            "(latents dead on the training tokens count as silent)",
             "dead_on_training_tokens": fit.holdout["dead_on_training_tokens"],
+            "dead_on_training_tokens_window": f"the final SAE on all {fit.training_tokens:,} training tokens",
             "training_dead_fraction": fit.training_dead_fraction,
             "training_dead_window_tokens": fit.dead_window_tokens,
             "holdout_tokens": int(fit.holdout["tokens"]),

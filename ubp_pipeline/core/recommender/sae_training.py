@@ -7,6 +7,7 @@ replacing the layer with its mean costs, so "keeps 95 %" means 95 % of what that
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields, replace
 
@@ -164,12 +165,14 @@ def train_channel_sae(
 
 @torch.no_grad()
 def firing_rates(sae: TopKSAE, states: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Per latent, the share of the tokens ``states`` on which it fires (is non-zero)."""
+    """Per latent, the share of the tokens ``states`` on which it fires (is non-zero); NaN without tokens."""
+    if not len(states):
+        return torch.full((sae.config.n_latents,), float("nan"))
     device = sae.pre_bias.device
-    counts = torch.zeros(sae.config.n_latents, device=device)
+    counts = torch.zeros(sae.config.n_latents, dtype=torch.long, device=device)
     for batch in states.split(batch_size):
         counts += (sae.encode(batch.to(device)) != 0).sum(0)
-    return counts.cpu() / max(len(states), 1)
+    return counts.cpu() / len(states)
 
 
 @torch.no_grad()
@@ -181,9 +184,12 @@ def evaluate_sae(
     one of these tokens (the window is this token set, reported as ``tokens``).
 
     A rare latent is silent on a small token set without being dead, so with ``training_states`` two yardsticks
-    come along: dead_on_training_tokens, the share of latents that fire on none of the training tokens, and
-    dead_fraction_if_rare, the share expected to be silent on this many tokens if each fired at its rate on the
-    training tokens (mean over latents of (1 - rate)^tokens). dead_fraction near the latter means rare, not dead."""
+    come along: dead_on_training_tokens, the share of latents that fire on none of the training tokens (the final
+    SAE on all of them), and silent_fraction_expected, the share expected to be silent on these tokens if they were
+    independent draws at each latent's firing rate on the training tokens: the mean over latents of
+    (1 - rate)^tokens, where latents dead on the training tokens count as silent. dead_fraction near it means rare
+    rather than dead. Tokens of one user are correlated, so fewer independent draws: if anything the expectation
+    understates chance silence."""
     device = sae.pre_bias.device
     reconstructions, nonzero, fired = [], 0, torch.zeros(sae.config.n_latents, dtype=torch.bool, device=device)
     for batch in states.split(batch_size):
@@ -200,8 +206,8 @@ def evaluate_sae(
     }
     if training_states is not None:
         rates = firing_rates(sae, training_states, batch_size).double()
-        measured["dead_on_training_tokens"] = (rates == 0).double().mean().item()
-        measured["dead_fraction_if_rare"] = (1.0 - rates).pow(len(states)).mean().item()
+        measured["dead_on_training_tokens"] = (rates == 0).double().mean().item() if len(training_states) else math.nan
+        measured["silent_fraction_expected"] = (1.0 - rates).pow(len(states)).mean().item()
     return measured
 
 
