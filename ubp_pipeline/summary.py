@@ -154,8 +154,17 @@ def _print_recommender(settings: Settings) -> None:
         f"{by_feature['label'].nunique()} steered labels; {' and '.join(REFERENCES)} are references): its top-10 "
         f"share {best['share_before']:.2f} -> {moves}"
     )
-    steer = f"recommend --client <client_id> --steer {best['label']}=4"
+    steer = f"recommend --client {_example_client(settings)} --steer {best['label']}=4"
     print(f"  try it: {_ubp(settings, steer)}")
+
+
+def _example_client(settings: Settings) -> str:
+    """A client `ubp recommend` serves from the newest sequences: the busiest buyer of their window."""
+    with connect_warehouse(settings.warehouse_path, read_only=True) as con:
+        found = run_sql(
+            con, "warehouse/busiest_buyer", as_of=settings.last_day, lookback_days=settings.lookback_days
+        ).fetchone()
+    return str(found[0]) if found else "<client_id>"
 
 
 def _silent_by_chance(holdout: dict) -> str:

@@ -72,12 +72,10 @@ def test_make_run_then_export_and_recommend_as_the_readme_says(tmp_path):
             "SELECT client_id FROM events WHERE event_type = 'product_buy' GROUP BY ALL ORDER BY count(*) DESC, 1 LIMIT 1"
         ).fetchone()
     suggested = re.search(
-        r"try it: (\S+ recommend --client )<client_id>( --steer \S+ --source \S+)$", summary, re.MULTILINE
+        rf"try it: (\S+ recommend --client {client} --steer \S+ --source \S+)$", summary, re.MULTILINE
     )
     assert suggested or "steering: no feature fired often enough" in summary, summary[-3_000:]
-    command = f".venv/bin/ubp recommend --client {client} --source {source}"
-    if suggested:
-        command = f"{suggested.group(1)}{client}{suggested.group(2)}"
-    recommended = _typed(command, clone)
+    command = suggested.group(1) if suggested else f".venv/bin/ubp recommend --client {client} --source {source}"
+    recommended = _typed(command, clone)  # as the summary printed it, its example client included
     assert re.search(rf"^client {client}: \d+ skus the model knows", recommended, re.MULTILINE)
     assert re.search(r"^ {3}1  \S", recommended, re.MULTILINE)  # the first row of the ranking
