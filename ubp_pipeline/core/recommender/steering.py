@@ -116,7 +116,7 @@ def steering_report(
 
     plain = sasrec_scorer(model)
     top_before, ndcg_before = measure(plain)
-    score_spread = float(plain(_sample_histories(sequences, users, device))[:, 1:].std(dim=1).median())
+    score_spread = float(plain(sample_histories(sequences, users, device))[:, 1:].std(dim=1).median())
     reliable = reliable_features(annotations, min_fires)
     labels = reliable.drop_duplicates("label")["label"].head(n_features).tolist()
     writes = feature_writes(sae, reliable)
@@ -141,7 +141,7 @@ def steering_report(
             direction = concept_direction(model, has_value)
         elif mode == WRITERS:
             direction = torch.stack([write_of[member] for member in group]).mean(0)
-        multiple, top, ndcg = _smallest_reaching(  # called at once: the closures see this iteration's values
+        multiple, top, ndcg = smallest_reaching(  # called at once: the closures see this iteration's values
             lambda multiple: measure(  # noqa: B023
                 _steered(model, sae, layer, feature_index, mode, multiple * unit, has_value, direction, device)  # noqa: B023
             ),
@@ -197,7 +197,7 @@ def output_aurocs(
     items. A row is added at the last position of ``layer`` (an SAE feature: its decoder column times its largest
     activation); its effect is the mean change of (up to 256 of) ``users``' item scores, and its AUROC for a label
     scores that effect against "the item carries the label" over all items."""
-    histories = _sample_histories(sequences, users, device)
+    histories = sample_histories(sequences, users, device)
     plain = sasrec_scorer(model)(histories)[:, 1:]
     carries = {label: sequences.has_value(label)[1:] for label in labels}
     table = {}
@@ -282,7 +282,7 @@ def concept_direction(model: SASRec, carries: np.ndarray) -> torch.Tensor:
     return fit.to(model.item_embedding.weight.device)
 
 
-def _smallest_reaching(
+def smallest_reaching(
     measure_at: Callable[[float], tuple[np.ndarray, float]],
     reached: Callable[[np.ndarray], bool],
     grid: tuple[float, ...],
@@ -310,7 +310,7 @@ def _smallest_reaching(
     return best
 
 
-def _sample_histories(sequences: ItemSequences, users: np.ndarray, device: torch.device) -> torch.Tensor:
+def sample_histories(sequences: ItemSequences, users: np.ndarray, device: torch.device) -> torch.Tensor:
     """The evaluation histories (last item dropped) of up to 256 of ``users``, left-padded: enough to measure how
     scores spread and move, in one batch."""
     histories, sample = sequences.drop_last(1), users[:256]
