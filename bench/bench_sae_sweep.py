@@ -253,6 +253,7 @@ def render(report: dict) -> str:
                "explained_variance": np.median([s["explained_variance"] for s in sizes])}  # fmt: skip
         for key in READABILITY:
             row[key.removeprefix("median_")] = np.median([s["readability"]["sae"][key] for s in sizes])
+        row["reliable"] = int(row["reliable"])
         for mode in ("add", WRITERS):
             outcomes = hits([s["steering"][mode] for s in sizes])
             row[f"{mode}: labels within 10 % cost"] = per_seed(outcomes)
@@ -301,7 +302,12 @@ def render(report: dict) -> str:
         pd.DataFrame(size_rows).to_markdown(index=False, floatfmt=".3f"),
         "",
         "The hidden dimensions of the same layer, for comparison (the same in every row): "
-        + ", ".join(f"{key.removeprefix('median_')} {value:.3f}" for key, value in hidden.items())
+        + ", ".join(
+            f"{key.removeprefix('median_')} {value:.0f}"
+            if key == "reliable"
+            else f"{key.removeprefix('median_')} {value:.3f}"
+            for key, value in hidden.items()
+        )
         + ".",
         "",
         "## How many features a genre takes, at the output",
@@ -310,12 +316,15 @@ def render(report: dict) -> str:
         f"{np.median([run['sparsity']['reliable'] for run in runs]):.0f}; explained variance "
         f"{np.median([run['sparsity']['explained_variance'] for run in runs]):.3f}). There an edit moves every item's "
         "score by its dot product with the item's vector, the same for every user, so a mix of features writes the "
-        "sum of their writes. Each label is steered by a nonnegative mix of the writes (at their largest "
-        "activations) of at most m of all the reliable features, fitted by nonnegative least squares to the label's "
+        "sum of their writes (a feature's write: its decoder column times its largest activation; nonnegative "
+        "mixes, since a TopK feature's activation cannot go below zero). Each label is steered by a mix of the writes "
+        "of at most m of all the reliable features, fitted by nonnegative least squares to the label's "
         "bonus (one point more for each of its items, centred), the m chosen greedily (each step adds the feature "
         "that leaves the smallest residual, all refitted; a feature the refit sets to zero is dropped); 'all' allows "
         "any number of them (still nonnegative); concept_direction is the direction with no constraint "
-        "(recommender.md), so no feature count. Each direction is scaled so that at multiple 1 the label's items "
+        "(recommender.md), so no feature count. The count for 'all' is the solver's, not the fewest a fit as good "
+        f"needs: the writes live in the model's {SASREC['d_model']} dimensions, so one with at most "
+        f"{SASREC['d_model']} exists. Each direction is scaled so that at multiple 1 the label's items "
         "gain one median spread of a user's scores over the rest, then calibrated as the steering report does; a mix "
         "that cannot raise the label (no feature's write does) is not steered and counts as a miss.",
         "",
