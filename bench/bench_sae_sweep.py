@@ -49,7 +49,7 @@ from ubp_pipeline.core.recommender.steering import (
     concept_direction,
     feature_writes,
     reached_within_cost,
-    sample_histories,
+    score_spread,
     smallest_reaching,
     steering_report,
 )
@@ -114,8 +114,7 @@ def label_sparsity(model: SASRec, split: LeaveOneOutSplit, runtime: TorchRuntime
         metrics, top = evaluate_and_recommend(sasrec_scorer(model, edit), sequences, users, device)
         return top, metrics["ndcg@10"]
 
-    with torch.no_grad():
-        spread = float(sasrec_scorer(model)(sample_histories(sequences, users, device))[:, 1:].std(dim=1).median())
+    spread = score_spread(model, sequences, users, device)
     top_before, ndcg_before = outcome(None)
     rows = []
     for label in reliable.drop_duplicates("label")["label"]:
@@ -143,8 +142,9 @@ def label_sparsity(model: SASRec, split: LeaveOneOutSplit, runtime: TorchRuntime
                 STRENGTH_GRID,
                 REFINE_STEPS,
             )
-            rows.append(row | {"strength_multiple": multiple, "share_after": carries[top].mean(),
-                               "reached_target": bool(carries[top].mean() >= target), "ndcg@10_after": ndcg,
+            share_after = carries[top].mean()
+            rows.append(row | {"strength_multiple": multiple, "share_after": share_after,
+                               "reached_target": bool(share_after >= target), "ndcg@10_after": ndcg,
                                "relative_ndcg_cost": (ndcg_before - ndcg) / ndcg_before})  # fmt: skip
     steered = pd.DataFrame(rows)
     steered["reached_within_cost"] = reached_within_cost(steered)
@@ -238,10 +238,10 @@ def versus(first: list[np.ndarray], second: list[np.ndarray], paired: bool) -> s
 def render(report: dict) -> str:
     """The results page: the size table, the hidden dimensions once, the mixes table and their comparisons."""
     runs = report["runs"]
-    sizes_of = {(size["expansion"], size["k"]): [] for run in runs for size in run["sizes"]}
+    sizes_of: dict[tuple[int, int], list[dict]] = {}
     for run in runs:
         for size in run["sizes"]:
-            sizes_of[(size["expansion"], size["k"])].append(size)
+            sizes_of.setdefault((size["expansion"], size["k"]), []).append(size)
     default = [size["steering"]["add"] for size in sizes_of[CONFIGS[0]]]
 
     def hits(outcomes: list[dict]) -> list[np.ndarray]:

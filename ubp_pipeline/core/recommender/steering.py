@@ -116,7 +116,7 @@ def steering_report(
 
     plain = sasrec_scorer(model)
     top_before, ndcg_before = measure(plain)
-    score_spread = float(plain(sample_histories(sequences, users, device))[:, 1:].std(dim=1).median())
+    spread = score_spread(model, sequences, users, device)
     reliable = reliable_features(annotations, min_fires)
     labels = reliable.drop_duplicates("label")["label"].head(n_features).tolist()
     writes = feature_writes(sae, reliable)
@@ -135,7 +135,7 @@ def steering_report(
         share_before = has_value[top_before].mean()
         target = min(target_ratio * max(share_before, 0.1), 1.0)  # 0.1: one item in ten
         group = sorted({feature_index, *best_written.index[best_written == label]}) if mode == WRITERS else []
-        unit = score_spread if mode in REFERENCES else 1.0 if mode == WRITERS else float(feature.max_activation)
+        unit = spread if mode in REFERENCES else 1.0 if mode == WRITERS else float(feature.max_activation)
         direction = None
         if mode == CONCEPT_DIRECTION:
             direction = concept_direction(model, has_value)
@@ -197,7 +197,7 @@ def output_aurocs(
     items. A row is added at the last position of ``layer`` (an SAE feature: its decoder column times its largest
     activation); its effect is the mean change of (up to 256 of) ``users``' item scores, and its AUROC for a label
     scores that effect against "the item carries the label" over all items."""
-    histories = sample_histories(sequences, users, device)
+    histories = _sample_histories(sequences, users, device)
     plain = sasrec_scorer(model)(histories)[:, 1:]
     carries = {label: sequences.has_value(label)[1:] for label in labels}
     table = {}
@@ -310,7 +310,14 @@ def smallest_reaching(
     return best
 
 
-def sample_histories(sequences: ItemSequences, users: np.ndarray, device: torch.device) -> torch.Tensor:
+def score_spread(model: SASRec, sequences: ItemSequences, users: np.ndarray, device: torch.device) -> float:
+    """The median over (up to 256 of) ``users`` of how far their SASRec item scores spread (standard deviation): the
+    unit in which the reference modes' strengths are given, a bonus of 1 moving a score by one typical spread."""
+    histories = _sample_histories(sequences, users, device)
+    return float(sasrec_scorer(model)(histories)[:, 1:].std(dim=1).median())
+
+
+def _sample_histories(sequences: ItemSequences, users: np.ndarray, device: torch.device) -> torch.Tensor:
     """The evaluation histories (last item dropped) of up to 256 of ``users``, left-padded: enough to measure how
     scores spread and move, in one batch."""
     histories, sample = sequences.drop_last(1), users[:256]
