@@ -58,6 +58,8 @@ from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
 RESULTS = Path(__file__).parent / "results"
 # d_model 64: 96 raised validation NDCG@10 on 3 of seeds 0-5 only (median 0.1230 vs 0.1253), mean test gain +0.0004
 # [-0.0065, +0.0081], within noise (bench/results/sasrec_d_model.md)
+# dropout 0.2: 0.5 lowered validation NDCG@10 on all of seeds 0-5 (median 0.1228 vs 0.1253), mean test gain -0.0002
+# [-0.0090, +0.0080] (bench/results/sasrec_dropout.md)
 SASREC = {"max_len": 50, "d_model": 64, "n_heads": 2, "n_blocks": 2, "dropout": 0.2}
 # item dropout 0.2: seed 0 test NDCG@10 0.1055 vs 0.1002 without. Patience 10 rather than 5: with 5, seed 2 stopped
 # at epoch 5 on an early validation peak (test 0.0854); 10 raises the validation median (0.1163 -> 0.1197) though
