@@ -10,6 +10,9 @@ listed in the JSON. Writes bench/results/recommender.json and bench/results/reco
 ``--sae-layer output`` puts the main SAE on all of SASRec's normalised output instead (after the final norm, where the
 attribute-channel SAE sits, but over every coordinate): of the channel SAE's three differences from the main one
 (coordinates, place, expansion and k) it tests the place. It writes recommender_output_layer.json / .md.
+``--sae-layer before-last-block`` puts it one block earlier, so that a steering edit passes through the last block
+before the final norm (as steering in language models edits a middle layer); it writes
+recommender_before_last_block.json / .md.
 
     PYTHONPATH=. python bench/bench_recommender.py [--repeats 3] [--threads 1] [--device cpu] [--sae-layer last-block]
 
@@ -121,6 +124,12 @@ SAE_PLACES = {
         "the residual stream after the last block, before the final norm",
         "the main SAE edits before it",
         "recommender",
+    ),
+    "before-last-block": SAEPlace(
+        lambda model: model.config.n_blocks - 1,
+        "the residual stream before the last block (an edit there passes through it)",
+        "the main SAE edits before the last block",
+        "recommender_before_last_block",
     ),
     "output": SAEPlace(
         lambda model: model.output_layer,
