@@ -1,4 +1,4 @@
-"""MovieLens-100k: SASRec against popularity and item-to-item, an SAE on its last layer, readability and steering.
+"""MovieLens-100k: SASRec against popularity and item-to-item, an SAE on its hidden states, readability and steering.
 
 Leave-one-out, full ranking over all 1,682 items, items the user has already rated filtered. Every stage is the
 in-memory function the pipeline's assets call (core/recommender/stages.py), once per seed: SASRec and the
@@ -10,11 +10,12 @@ listed in the JSON. Writes bench/results/recommender.json and bench/results/reco
 ``--sae-layer output`` puts the main SAE on all of SASRec's normalised output instead (after the final norm, where the
 attribute-channel SAE sits, but over every coordinate): of the channel SAE's three differences from the main one
 (coordinates, place, expansion and k) it tests the place. It writes recommender_output_layer.json / .md.
-``--sae-layer before-last-block`` puts it one block earlier, so that a steering edit passes through the last block
-before the final norm (as steering in language models edits a middle layer); it writes
-recommender_before_last_block.json / .md.
+``--sae-layer before-last-block`` puts it one block earlier (on the embeddings for a one-block SASRec), so that a
+steering edit passes through the last block before the final norm (as steering in language models edits a middle
+layer); it writes recommender_before_last_block.json / .md.
 
-    PYTHONPATH=. python bench/bench_recommender.py [--repeats 3] [--threads 1] [--device cpu] [--sae-layer last-block]
+    PYTHONPATH=. python bench/bench_recommender.py [--repeats 3] [--threads 1] [--device cpu]
+        [--sae-layer {last-block,before-last-block,output}]
 
 One thread by default: on a shared 2-core machine a second thread mostly waits for a core another process holds.
 """
@@ -88,15 +89,16 @@ SASREC = {"max_len": 50, "d_model": 64, "n_heads": 2, "n_blocks": 3, "dropout": 
 SASREC_TRAINING = SASRecTrainingConfig(
     item_dropout=0.2, patience=10, label_smoothing=0.1, weight_average_decay=0.98, item_attributes=True
 )
-# 128 latents, k = 32: on seed 0's held-out tokens the best compromise of the readability measures among
-# (expansion, k) = (8, 16), (2, 16), (2, 32), (1, 16), (1, 32), (4, 32), with or without per-token normalisation
+# 128 latents, k = 32: on seed 0's held-out tokens (a two-block SASRec) the best compromise of the readability
+# measures among (expansion, k) = (8, 16), (2, 16), (2, 32), (1, 16), (1, 32), (4, 32), with or without per-token
+# normalisation
 SAE = {"expansion": 2, "k": 32}
 SAE_TRAINING = SAETrainingConfig()
 # A second dictionary over the attribute coordinates that end SASRec's normalised output (the 16 that score an item's
 # genres), after the final norm (the main SAE sits before it by default): 128 latents, k = 4, chosen among
 # (expansion, k) = (8, 2), (8, 4), (16, 4) in a scratch run of seeds 0-1 on these test items (its SASRecs were trained
-# apart from this bench's; share of genres doubled within 10 % cost 0.40 / 0.78, 0.50 / 0.55 and 0.50 / 0.55, the
-# main SAE 0.11 / 0.25)
+# apart from this bench's, with two blocks; share of genres doubled within 10 % cost 0.40 / 0.78, 0.50 / 0.55 and
+# 0.50 / 0.55, the main SAE 0.11 / 0.25)
 CHANNEL_SAE = {"expansion": 8, "k": 4}
 CHANNEL_SELECTION = "output, attribute-channel SAE"  # its rows in the steering summary
 SAE_HOLDOUT_USERS = 0.2

@@ -197,26 +197,34 @@ def _outcomes(report: pd.DataFrame) -> dict:
 
 
 def run_seed(split: LeaveOneOutSplit, seed: int, threads: int) -> dict:
-    """One SASRec (the bench's recipe and seed, so the (2, 32) row repeats recommender.md's), then both questions."""
+    """One SASRec (the bench's recipe and seed, so on the same recipe the (2, 32) row repeats recommender.md's), then
+    both questions."""
     load_before = load_average()
     runtime = make_runtime("cpu", seed=seed, threads=threads)
     recommender = train_recommender(split, SASRecConfig(n_items=split.test.n_items, **SASREC), SASREC_TRAINING, runtime)
     model = recommender.trained.model
     test_ndcg = recommender.quality.set_index("model").loc["SASRec", "test_ndcg@10"]
     sizes, sparsity = size_sweep(model, split, runtime), label_sparsity(model, split, runtime)
-    return {"seed": seed, "sasrec_test_ndcg@10": test_ndcg, "sizes": sizes, "sparsity": sparsity,
+    return {"seed": seed, "sasrec": SASREC, "sasrec_test_ndcg@10": test_ndcg, "sizes": sizes, "sparsity": sparsity,
             "hardware": describe(threads, load_before)}  # fmt: skip
 
 
 def merge_and_render(runs: list[dict]) -> None:
     """Add ``runs`` to the results JSON (a rerun of a seed replaces it) and rewrite the page from every seed there.
-    The lock (on this script, so no lock file is left behind) lets seeds run in parallel processes."""
+    The lock (on this script, so no lock file is left behind) lets seeds run in parallel processes. Runs of another
+    SASRec recipe than the stored ones are refused: one page describes one recipe."""
     path = RESULTS / f"{STEM}.json"
     with open(__file__) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         report = json.loads(path.read_text()) if path.exists() else {"runs": []}
         seeds = {run["seed"] for run in runs}
         report["runs"] = sorted([r for r in report["runs"] if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
+        recipes = {json.dumps(run["sasrec"], sort_keys=True) for run in report["runs"]}
+        if len(recipes) > 1:
+            raise SystemExit(
+                f"{path.name} holds runs of another SASRec recipe ({' vs '.join(sorted(recipes))}): move it aside and "
+                "run every seed"
+            )
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
         with atomic_path(RESULTS / f"{STEM}.md") as tmp:
@@ -286,10 +294,11 @@ def render(report: dict) -> str:
     lines = [
         "# Does any SAE size steer genres, and how many features does a genre take? (MovieLens-100k)",
         "",
-        f"`bench_sae_sweep.py`. {hardware} (shared machine). SASRec as in recommender.md, same seeds (test NDCG@10 "
-        f"{ndcgs}); {SAE_HOLDOUT_USERS:.0%} of users held out for annotation; NDCG@10 and top-10 shares on all 943 "
-        "users' test items. A label counts when its share of the top-10 lists doubled (to at least 0.2) at no more "
-        "than 10 % relative NDCG@10 cost, as in the steering report; pooled = over every seed's labels; "
+        f"`bench_sae_sweep.py`. {hardware} (shared machine). SASRec {runs[0]['sasrec']}, trained as in "
+        f"bench_recommender.py, the same seeds (test NDCG@10 {ndcgs}); {SAE_HOLDOUT_USERS:.0%} of users held out "
+        "for annotation; NDCG@10 and top-10 shares on all 943 users' test items. A label counts when its share of "
+        "the top-10 lists doubled (to at least 0.2) at no more than 10 % relative NDCG@10 cost, as in the steering "
+        "report; pooled = over every seed's labels; "
         "differences with a 95 % bootstrap interval over seeds and labels.",
         "",
         "## SAE size, on the residual stream after the last block (the bench's place)",

@@ -52,3 +52,16 @@ def _resolves(module: str, name: str) -> bool:
     if hasattr(imported, name):
         return True
     return hasattr(imported, "__path__") and importlib.util.find_spec(f"{module}.{name}") is not None
+
+
+def test_the_sae_sweep_refuses_to_merge_runs_of_another_sasrec_recipe(tmp_path, monkeypatch):
+    # its page describes one recipe; a rerun of one seed after a recipe change would otherwise mix two on it
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    sweep = importlib.import_module("bench_sae_sweep")
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    stored = tmp_path / f"{sweep.STEM}.json"
+    stored.write_text('{"runs": [{"seed": 0, "sasrec": {"n_blocks": 2}}]}')
+    with pytest.raises(SystemExit, match="another SASRec recipe"):
+        sweep.merge_and_render([{"seed": 1, "sasrec": sweep.SASREC}])
+    assert stored.read_text() == '{"runs": [{"seed": 0, "sasrec": {"n_blocks": 2}}]}'
+    assert not (tmp_path / f"{sweep.STEM}.md").exists()

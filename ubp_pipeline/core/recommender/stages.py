@@ -92,9 +92,10 @@ SASREC_DEFAULTS = {"max_len": 32, "d_model": 64, "n_heads": 2, "n_blocks": 2, "d
 # median, mean gain +0.0024 [+0.0008, +0.0040], beyond noise; best epochs 5-8 vs 7-11 (bench/results/
 # sasrec_demo_item_attributes.md; `bench_sasrec_recipes.py --sequences ... --baseline item_attributes=false
 # --change item_attributes=true`). They also let one direction move all of a label's skus (steering).
-# A third block, which MovieLens-100k's validation prefers (bench/results/sasrec_n_blocks.md), was level here (same
-# sequences, seeds 0-5: validation up on 4 of 6, median 0.1347 -> 0.1355; mean test gain -0.0006 [-0.0021,
-# +0.0008]; bench/results/sasrec_demo_n_blocks.md), so two blocks stay; a third took 1.3x the time (68 vs 53 s).
+# A third block, which MovieLens-100k's validation prefers (mean gain +0.0028, bench/results/sasrec_n_blocks.md),
+# leaned far less here (same sequences, seeds 0-5: validation up on 4 of 6, mean +0.0009; mean test gain -0.0006
+# [-0.0021, +0.0008]; bench/results/sasrec_demo_n_blocks.md): too little for 1.3x the training time (68 vs 53 s),
+# so two blocks stay.
 SASREC_TRAINING = SASRecTrainingConfig(
     epochs=30, batch_size=64, learning_rate=1e-3, patience=3, valid_users=2_000, item_dropout=0.2, item_attributes=True
 )
