@@ -83,15 +83,15 @@ SASREC = {"max_len": 50, "d_model": 64, "n_heads": 2, "n_blocks": 3, "dropout": 
 # tuned): within noise on NDCG@10 against the recipe without them (seeds 0-5: validation up on 4 of 6, test median
 # 0.1099 -> 0.1110, mean test gain +0.0011 [-0.0076, +0.0089], bench/results/sasrec_item_attributes.md), kept for
 # steering: one output direction per genre (concept_direction) then doubles 80 % of the genres' shares within 10 %
-# NDCG cost with two blocks, 70 % with three (bench/results/recommender.md), 44 % when the genres' mean embedding
-# was added to the whole vector instead of held in coordinates of its own (an earlier run of this bench, whose fit
-# did not yet centre the item vectors)
+# NDCG cost with two blocks (bench/results/recommender_two_blocks.md), 70 % with three (recommender.md), 44 % when
+# the genres' mean embedding was added to the whole vector instead of held in coordinates of its own (an earlier
+# run of this bench, whose fit did not yet centre the item vectors)
 SASREC_TRAINING = SASRecTrainingConfig(
     item_dropout=0.2, patience=10, label_smoothing=0.1, weight_average_decay=0.98, item_attributes=True
 )
-# 128 latents, k = 32: on seed 0's held-out tokens (a two-block SASRec) the best compromise of the readability
-# measures among (expansion, k) = (8, 16), (2, 16), (2, 32), (1, 16), (1, 32), (4, 32), with or without per-token
-# normalisation
+# 128 latents, k = 32: on seed 0's held-out tokens (a two-block SASRec of an earlier recipe) the best compromise of
+# the readability measures among (expansion, k) = (8, 16), (2, 16), (2, 32), (1, 16), (1, 32), (4, 32), with or
+# without per-token normalisation
 SAE = {"expansion": 2, "k": 32}
 SAE_TRAINING = SAETrainingConfig()
 # A second dictionary over the attribute coordinates that end SASRec's normalised output (the 16 that score an item's

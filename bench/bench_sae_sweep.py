@@ -23,9 +23,11 @@ and rewrites bench/results/sae_sweep.md from every seed there (``--render`` only
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import time
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -205,26 +207,43 @@ def run_seed(split: LeaveOneOutSplit, seed: int, threads: int) -> dict:
     model = recommender.trained.model
     test_ndcg = recommender.quality.set_index("model").loc["SASRec", "test_ndcg@10"]
     sizes, sparsity = size_sweep(model, split, runtime), label_sparsity(model, split, runtime)
-    return {"seed": seed, "sasrec": SASREC, "sasrec_test_ndcg@10": test_ndcg, "sizes": sizes, "sparsity": sparsity,
+    return {"seed": seed, "sasrec": SASREC, "sasrec_training": dataclasses.asdict(SASREC_TRAINING),
+            "sasrec_test_ndcg@10": test_ndcg, "sizes": sizes, "sparsity": sparsity,
             "hardware": describe(threads, load_before)}  # fmt: skip
 
 
-def merge_and_render(runs: list[dict]) -> None:
-    """Add ``runs`` to the results JSON (a rerun of a seed replaces it) and rewrite the page from every seed there.
-    The lock (on this script, so no lock file is left behind) lets seeds run in parallel processes. Runs of another
-    SASRec recipe than the stored ones are refused: one page describes one recipe."""
+def recipe_of(run: dict) -> str:
+    """The SASRec settings and training recipe a run was measured with, as one comparable string."""
+    return json.dumps({"sasrec": run["sasrec"], "training": run["sasrec_training"]}, sort_keys=True)
+
+
+def refuse_other_recipes(kept: list[dict], adding: list[dict]) -> None:
+    """One page describes one recipe: the stored runs kept beside ``adding`` must share its recipe."""
+    recipes = {recipe_of(run) for run in adding + kept}
+    if len(recipes) > 1:
+        raise SystemExit(
+            f"{STEM}.json holds runs of another SASRec recipe ({' vs '.join(sorted(recipes))}): move it aside and "
+            "run every seed"
+        )
+
+
+def merge_and_render(runs: list[dict], replacing: Collection[int] = ()) -> None:
+    """Add ``runs`` to the results JSON and rewrite the page from every seed there. A rerun of a seed replaces it;
+    stored runs of another recipe whose seeds are in ``replacing`` (this invocation's, still to come) are dropped, so
+    that a new recipe can replace every seed one by one. The lock (on this script, so no lock file is left behind)
+    lets seeds run in parallel processes."""
     path = RESULTS / f"{STEM}.json"
     with open(__file__) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         report = json.loads(path.read_text()) if path.exists() else {"runs": []}
-        seeds = {run["seed"] for run in runs}
-        report["runs"] = sorted([r for r in report["runs"] if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
-        recipes = {json.dumps(run["sasrec"], sort_keys=True) for run in report["runs"]}
-        if len(recipes) > 1:
-            raise SystemExit(
-                f"{path.name} holds runs of another SASRec recipe ({' vs '.join(sorted(recipes))}): move it aside and "
-                "run every seed"
-            )
+        recipes = {recipe_of(run) for run in runs}
+        kept = [  # a stored run stays unless rerun now, or of another recipe and to be rerun
+            run for run in report["runs"]
+            if run["seed"] not in {new["seed"] for new in runs}
+            and not (run["seed"] in replacing and recipe_of(run) not in recipes)
+        ]  # fmt: skip
+        refuse_other_recipes(kept, runs)
+        report["runs"] = sorted(kept + runs, key=lambda r: r["seed"])
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
         with atomic_path(RESULTS / f"{STEM}.md") as tmp:
@@ -294,8 +313,8 @@ def render(report: dict) -> str:
     lines = [
         "# Does any SAE size steer genres, and how many features does a genre take? (MovieLens-100k)",
         "",
-        f"`bench_sae_sweep.py`. {hardware} (shared machine). SASRec {runs[0]['sasrec']}, trained as in "
-        f"bench_recommender.py, the same seeds (test NDCG@10 {ndcgs}); {SAE_HOLDOUT_USERS:.0%} of users held out "
+        f"`bench_sae_sweep.py`. {hardware} (shared machine). SASRec {runs[0]['sasrec']}, trained with "
+        f"{runs[0]['sasrec_training']}, the same seeds (test NDCG@10 {ndcgs}); {SAE_HOLDOUT_USERS:.0%} of users held out "
         "for annotation; NDCG@10 and top-10 shares on all 943 users' test items. A label counts when its share of "
         "the top-10 lists doubled (to at least 0.2) at no more than 10 % relative NDCG@10 cost, as in the steering "
         "report; pooled = over every seed's labels; "
@@ -359,9 +378,17 @@ def main() -> None:
     if args.render:
         merge_and_render([])
     else:
+        stored = RESULTS / f"{STEM}.json"
+        this_recipe = {"sasrec": SASREC, "sasrec_training": dataclasses.asdict(SASREC_TRAINING)}
+        refuse_other_recipes(  # before hours of training, not after
+            [run for run in json.loads(stored.read_text())["runs"] if run["seed"] not in args.seeds]
+            if stored.exists()
+            else [],
+            [this_recipe],
+        )
         split = leave_one_out(load_movielens_100k())
         for seed in args.seeds:  # merged one by one: a later seed's failure keeps the earlier ones
-            merge_and_render([run_seed(split, seed, args.threads)])
+            merge_and_render([run_seed(split, seed, args.threads)], replacing=args.seeds)
     print((RESULTS / f"{STEM}.md").read_text())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -54,14 +55,24 @@ def _resolves(module: str, name: str) -> bool:
     return hasattr(imported, "__path__") and importlib.util.find_spec(f"{module}.{name}") is not None
 
 
-def test_the_sae_sweep_refuses_to_merge_runs_of_another_sasrec_recipe(tmp_path, monkeypatch):
-    # its page describes one recipe; a rerun of one seed after a recipe change would otherwise mix two on it
+def test_the_sae_sweep_keeps_one_sasrec_recipe_per_page(tmp_path, monkeypatch):
+    # a rerun of one seed after a recipe change would otherwise mix two recipes on one page
     monkeypatch.syspath_prepend(str(REPO / "bench"))
     sweep = importlib.import_module("bench_sae_sweep")
     monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+    monkeypatch.setattr(sweep, "render", lambda report: f"{len(report['runs'])} runs")
     stored = tmp_path / f"{sweep.STEM}.json"
-    stored.write_text('{"runs": [{"seed": 0, "sasrec": {"n_blocks": 2}}]}')
+    recipe = {"sasrec": sweep.SASREC, "sasrec_training": {"epochs": 40}}
+    stored.write_text(json.dumps({"runs": [{"seed": 0} | recipe | {"sasrec": {"n_blocks": 2}}]}))
+    before = stored.read_text()
     with pytest.raises(SystemExit, match="another SASRec recipe"):
-        sweep.merge_and_render([{"seed": 1, "sasrec": sweep.SASREC}])
-    assert stored.read_text() == '{"runs": [{"seed": 0, "sasrec": {"n_blocks": 2}}]}'
-    assert not (tmp_path / f"{sweep.STEM}.md").exists()
+        sweep.merge_and_render([{"seed": 1} | recipe])
+    assert stored.read_text() == before and not (tmp_path / f"{sweep.STEM}.md").exists()
+
+    sweep.merge_and_render([{"seed": 1} | recipe], replacing=[0, 1])  # seed 0 to be rerun too: one recipe
+    assert [run["seed"] for run in json.loads(stored.read_text())["runs"]] == [1]
+    assert (tmp_path / f"{sweep.STEM}.md").read_text() == "1 runs"
+    sweep.merge_and_render([{"seed": 0} | recipe], replacing=[0, 1])
+    assert [run["seed"] for run in json.loads(stored.read_text())["runs"]] == [0, 1]
+    with pytest.raises(SystemExit, match="another SASRec recipe"):  # the training recipe counts as well
+        sweep.merge_and_render([{"seed": 2} | recipe | {"sasrec_training": {"epochs": 80}}])

@@ -33,8 +33,8 @@ from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
 class SASRecTrainingConfig:
     """Defaults: the recipe measured on MovieLens-100k (bench/bench_recommender.py): small batches and a high
     learning rate, epochs of one pass over every training transition. With that bench's label smoothing, weight
-    averaging and three blocks the best validation NDCG@10 came at epochs 17-36 (bench/results/sasrec_n_blocks.md),
-    which the 40 epochs cover."""
+    averaging and three blocks the best validation NDCG@10 came at epochs 17-36 of 40 (bench/results/
+    sasrec_n_blocks.md); 80 epochs changed nothing with two blocks (sasrec_epochs.md), not tried with three."""
 
     epochs: int = 40
     batch_size: int = 64  # windows per step
