@@ -60,6 +60,7 @@ from ubp_pipeline.models.sae import SAEConfig
 from ubp_pipeline.models.sasrec import SASRec, SASRecConfig
 
 STEM = "sae_sweep"
+RECIPE = {"sasrec": SASREC, "sasrec_training": dataclasses.asdict(SASREC_TRAINING)}  # stored with every run
 CONFIGS = [(2, 32), (2, 8), (8, 8), (8, 32), (16, 8)]  # (expansion, k); (2, 32) is the bench's
 MIX_SIZES = (1, 4, 8, None)  # None = every reliable feature
 READABILITY = ["median_best_auroc", "median_best_f1_over_chance", "median_monosemanticity", "reliable"]
@@ -207,8 +208,7 @@ def run_seed(split: LeaveOneOutSplit, seed: int, threads: int) -> dict:
     model = recommender.trained.model
     test_ndcg = recommender.quality.set_index("model").loc["SASRec", "test_ndcg@10"]
     sizes, sparsity = size_sweep(model, split, runtime), label_sparsity(model, split, runtime)
-    return {"seed": seed, "sasrec": SASREC, "sasrec_training": dataclasses.asdict(SASREC_TRAINING),
-            "sasrec_test_ndcg@10": test_ndcg, "sizes": sizes, "sparsity": sparsity,
+    return {"seed": seed, **RECIPE, "sasrec_test_ndcg@10": test_ndcg, "sizes": sizes, "sparsity": sparsity,
             "hardware": describe(threads, load_before)}  # fmt: skip
 
 
@@ -314,10 +314,10 @@ def render(report: dict) -> str:
         "# Does any SAE size steer genres, and how many features does a genre take? (MovieLens-100k)",
         "",
         f"`bench_sae_sweep.py`. {hardware} (shared machine). SASRec {runs[0]['sasrec']}, trained with "
-        f"{runs[0]['sasrec_training']}, the same seeds (test NDCG@10 {ndcgs}); {SAE_HOLDOUT_USERS:.0%} of users held out "
-        "for annotation; NDCG@10 and top-10 shares on all 943 users' test items. A label counts when its share of "
-        "the top-10 lists doubled (to at least 0.2) at no more than 10 % relative NDCG@10 cost, as in the steering "
-        "report; pooled = over every seed's labels; "
+        f"{runs[0]['sasrec_training']}, the same seeds (test NDCG@10 {ndcgs}); {SAE_HOLDOUT_USERS:.0%} of users "
+        "held out for annotation; NDCG@10 and top-10 shares on all 943 users' test items. A label counts when its "
+        "share of the top-10 lists doubled (to at least 0.2) at no more than 10 % relative NDCG@10 cost, as in the "
+        "steering report; pooled = over every seed's labels; "
         "differences with a 95 % bootstrap interval over seeds and labels.",
         "",
         "## SAE size, on the residual stream after the last block (the bench's place)",
@@ -379,13 +379,8 @@ def main() -> None:
         merge_and_render([])
     else:
         stored = RESULTS / f"{STEM}.json"
-        this_recipe = {"sasrec": SASREC, "sasrec_training": dataclasses.asdict(SASREC_TRAINING)}
-        refuse_other_recipes(  # before hours of training, not after
-            [run for run in json.loads(stored.read_text())["runs"] if run["seed"] not in args.seeds]
-            if stored.exists()
-            else [],
-            [this_recipe],
-        )
+        stored_runs = json.loads(stored.read_text())["runs"] if stored.exists() else []
+        refuse_other_recipes([run for run in stored_runs if run["seed"] not in args.seeds], [RECIPE])  # before training
         split = leave_one_out(load_movielens_100k())
         for seed in args.seeds:  # merged one by one: a later seed's failure keeps the earlier ones
             merge_and_render([run_seed(split, seed, args.threads)], replacing=args.seeds)
